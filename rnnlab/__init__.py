@@ -1,0 +1,3 @@
+"""rnnlab: recurrent neural networks as pure JAX functions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""The cell contract and the helpers that every cell shares.
+
+A cell is a frozen dataclass of hyperparameters (hashable, so it can be a `jit` static argument)
+with pure methods over a plain dict of arrays. The *layer* (`rnnlab.recurrence`) owns the two
+large matmuls of a recurrent layer:
+
+    projected = cell.project_inputs(params, xs)          # [b, t, d] -> [b, t, g], hoisted
+    for each t:                                           # inside lax.scan, in recurrence.py
+        recurrent = cell.feedback(carry) @ params["w_hh"].T   # [b, h_fb] -> [b, g_rec]
+        carry, y = cell.pointwise(params, carry, projected[:, t], recurrent)
+
+and the cell supplies only `pointwise`, a function of (carry, projected input, recurrent
+pre-activation) that is elementwise up to small per-row work (layer norm, a projection). Because
+`w_hh` never appears inside `pointwise`, one hand-written backward pass serves every cell: inside
+the backward scan only `d_recurrent @ W_hh`, all `W_hh` gradients as one matmul after it.
+
+Parameter names follow PyTorch's fused-gate layout (`w_ih: [g, d]`, `w_hh: [g_rec, h_fb]`) with
+one bias `b: [g]` (PyTorch's `b_ih + b_hh`; the GRU keeps `b_hn` apart because it sits inside the
+reset gate), so loading PyTorch weights is a copy and a sum (`rnnlab.interop`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+
+INITIALIZERS: dict[str, Callable[..., Initializer]] = {
+    "orthogonal": lambda: jax.nn.initializers.orthogonal(),
+    "glorot_uniform": lambda: jax.nn.initializers.glorot_uniform(),
+    "glorot_normal": lambda: jax.nn.initializers.glorot_normal(),
+    "lecun_normal": lambda: jax.nn.initializers.lecun_normal(),
+    "zeros": lambda: jax.nn.initializers.zeros,
+}
+
+
+def make_initializer(name: str, fan_hidden: int) -> Initializer:
+    """Initializer by name; `uniform` is PyTorch's U(-1/sqrt(h), 1/sqrt(h)), `uniform:<a>` is U(-a, a).
+
+    Args:
+        name: one of `orthogonal`, `glorot_uniform`, `glorot_normal`, `lecun_normal`, `zeros`,
+            `uniform` (PyTorch default, scale from `fan_hidden`) or `uniform:<scale>`
+            (e.g. `uniform:0.1`, Zaremba et al. 2014).
+        fan_hidden: the hidden size that sets PyTorch's default uniform scale.
+    """
+    if name == "uniform" or name.startswith("uniform:"):
+        scale = float(name.split(":", 1)[1]) if ":" in name else fan_hidden**-0.5
+        return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+            key, shape, dtype, -scale, scale
+        )
+    if name not in INITIALIZERS:
+        known = sorted([*INITIALIZERS, "uniform", "uniform:<scale>"])
+        raise ValueError(f"unknown initializer {name!r}; choose one of {known}")
+    return INITIALIZERS[name]()
+
+
+def init_stacked(init: Initializer, key: PRNGKey, blocks: int, shape: tuple[int, int]) -> Array:
+    """`blocks` independent draws of `shape` stacked on axis 0: one per gate, as the literature
+    initialises each gate's matrix on its own (an orthogonal `[4h, h]` would couple the gates)."""
+    keys = jax.random.split(key, blocks)
+    return jnp.concatenate([init(k, shape, jnp.float32) for k in keys], axis=0)
+
+
+def split_gates(x: Array, n: int) -> list[Array]:
+    """Split the fused gate axis (last) into `n` equal parts, in PyTorch's gate order."""
+    return jnp.split(x, n, axis=-1)
+
+
+def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1e-5) -> Array:
+    """Layer normalisation over the last axis (Ba, Kiros & Hinton 2016)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * scale
+    return y if bias is None else y + bias
+
+
+def project_inputs_linear(params: Params, xs: Array) -> Array:
+    """The default hoisted input projection: `xs @ w_ih.T + b`, `[..., d] -> [..., g]`."""
+    return jnp.einsum("...d,gd->...g", xs, params["w_ih"]) + params["b"]
+
+
+@runtime_checkable
+class Cell(Protocol):
+    """What every recurrent cell provides. See the module docstring for how a layer uses it."""
+
+    hidden_size: int
+
+    @property
+    def output_size(self) -> int:
+        """Width of `y_t` and of `feedback(carry)` (`h`, or `proj_size` for LSTMP)."""
+        ...
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        """Fresh parameters for inputs of width `input_size`."""
+        ...
+
+    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Carry:
+        """The zero state for `batch_size` sequences."""
+        ...
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        """Input projection for all time steps at once, `[b, t, d] -> [b, t, g]`."""
+        ...
+
+    def feedback(self, carry: Carry) -> Array:
+        """The state that multiplies `w_hh`, `[b, h_fb]`."""
+        ...
+
+    def pointwise(
+        self, params: Params, carry: Carry, projected_t: Array, recurrent_t: Array
+    ) -> tuple[Carry, Array]:
+        """One step's gate math given both pre-activations; returns (new carry, `y_t: [b, o]`).
+
+        Must not read `params["w_ih"]` or `params["w_hh"]` (the layer's matmuls)."""
+        ...
+
+
+def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[Carry, Array]:
+    """`(carry, projected_x_t) -> (carry, y_t)`: one full step, the recurrent matmul included."""
+    recurrent_t = cell.feedback(carry) @ params["w_hh"].T
+    return cell.pointwise(params, carry, projected_t, recurrent_t)
+
+
+def apply_cell(
+    cell: Cell, params: Params, carry: Carry, x_t: Array
+) -> tuple[Carry, Array]:
+    """One step from a raw input `x_t: [b, d]` (projection included), like a Flax cell call."""
+    return step(cell, params, carry, cell.project_inputs(params, x_t))
+
+
+def replace(cell: Cell, **changes: Any) -> Cell:
+    """A copy of `cell` with some fields changed (cells are frozen dataclasses)."""
+    return dataclasses.replace(cell, **changes)  # type: ignore[type-var]
