@@ -1,0 +1,69 @@
+"""Elman (vanilla) RNN cell."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells.base import init_stacked, make_initializer, project_inputs_linear
+from rnnlab.typing import Array, Params, PRNGKey
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+@dataclasses.dataclass(frozen=True)
+class ElmanCell:
+    """Elman RNN (Elman 1990), PyTorch's `nn.RNN`.
+
+        h_t = act(W_ih x_t + W_hh h_{t-1} + b),   act in {tanh, relu}
+
+    Carry: `h: [b, h]`. Params: `w_ih: [h, d]`, `w_hh: [h, h]`, `b: [h]` (PyTorch's b_ih + b_hh).
+
+    Attributes:
+        hidden_size: number of hidden units h.
+        activation: `tanh` or `relu`.
+        input_init: initializer name for `w_ih` (see `make_initializer`).
+        recurrent_init: initializer name for `w_hh`; orthogonal (Saxe et al. 2014) by default.
+    """
+
+    hidden_size: int
+    activation: str = "tanh"
+    input_init: str = "glorot_uniform"
+    recurrent_init: str = "orthogonal"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"ElmanCell.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        k_ih, k_hh = jax.random.split(key)
+        h = self.hidden_size
+        return {
+            "w_ih": init_stacked(make_initializer(self.input_init, h), k_ih, 1, (h, input_size)),
+            "w_hh": init_stacked(make_initializer(self.recurrent_init, h), k_hh, 1, (h, h)),
+            "b": jnp.zeros((h,), jnp.float32),
+        }
+
+    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Array:
+        return jnp.zeros((batch_size, self.hidden_size), dtype)
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        return project_inputs_linear(params, xs)
+
+    def feedback(self, carry: Array) -> Array:
+        return carry
+
+    def pointwise(
+        self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
+    ) -> tuple[Array, Array]:
+        h = ACTIVATIONS[self.activation](projected_t + recurrent_t)
+        return h, h

@@ -1,0 +1,93 @@
+"""The Flax (linen) bridge: modules that hold a cell's params and call the pure functions.
+
+Linen, not NNX: linen's `init`/`apply` keep parameters as plain nested dicts outside the module,
+which is exactly the pytree our pure cell functions, Optax and Orbax consume; no object state to
+split or merge around `jit`, `grad` and `scan`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from rnnlab import recurrence
+from rnnlab.cells.base import Cell
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+
+class RecurrentStack(nn.Module):
+    """`num_layers` recurrent layers of one cell, optionally bidirectional, as a Flax module.
+
+    Params: `layer_{l}` holds `cell.init(...)` (or `{"forward", "backward"}` pairs), so the pure
+    functions in `rnnlab.recurrence` and the interop loaders see the same dicts.
+
+    Attributes:
+        cell: the cell description (frozen dataclass).
+        num_layers: stacked layers.
+        bidirectional: run a reverse direction too (within each sequence's length).
+        merge: "concat" or "sum" for the two directions' outputs.
+        dropout: between layers; recurrent_dropout: Gal & Ghahramani; zoneout: Krueger et al.
+        unroll: `lax.scan` unroll; backward: "custom" or "autodiff" (see `rnnlab.recurrence`).
+    """
+
+    cell: Cell
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    unroll: int = 1
+    backward: str = "custom"
+
+    @property
+    def output_size(self) -> int:
+        """Width of the stack's outputs."""
+        both = self.bidirectional and self.merge == "concat"
+        return self.cell.output_size * (2 if both else 1)
+
+    def layer_params(self, input_size: int) -> list[Params]:
+        params = []
+        size = input_size
+        for index in range(self.num_layers):
+            params.append(self.param(f"layer_{index}", self._init_layer, size))
+            size = self.output_size
+        return params
+
+    def _init_layer(self, key: PRNGKey, input_size: int) -> Params:
+        if not self.bidirectional:
+            return self.cell.init(key, input_size)
+        k_fw, k_bw = jax.random.split(key)
+        return {"forward": self.cell.init(k_fw, input_size), "backward": self.cell.init(k_bw, input_size)}
+
+    def zero_carry(self, batch_size: int, dtype: Any = None) -> list[Carry]:
+        """Zero carries, one per layer (pairs when bidirectional), for truncated BPTT."""
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        one = self.cell.initial_carry(batch_size, **kwargs)
+        return [(one, one) if self.bidirectional else one for _ in range(self.num_layers)]
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        lengths: Array | None = None,
+        resets: Array | None = None,
+        initial_carry: list[Carry] | None = None,
+        train: bool = False,
+    ) -> tuple[list[Carry], Array]:
+        """`xs: [b, t, d]` -> (final carries per layer, `ys: [b, t, output_size]`).
+
+        With `train=True` and any dropout/zoneout rate > 0 the module needs a `dropout` RNG."""
+        params = self.layer_params(xs.shape[-1])
+        options = recurrence.RecurrentOptions(
+            dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout,
+            unroll=self.unroll, backward=self.backward,
+        )
+        stochastic = self.dropout > 0 or self.recurrent_dropout > 0 or self.zoneout > 0
+        key = self.make_rng("dropout") if train and stochastic else None
+        return recurrence.run_stack(
+            self.cell, params, xs, bidirectional=self.bidirectional, merge=self.merge,
+            lengths=lengths, resets=resets, initial_carry=initial_carry, options=options, key=key,
+        )

@@ -1,0 +1,477 @@
+"""The one place that scans cells over time: layers, directions, stacks, masks, resets, dropout.
+
+Every function here takes a cell (see `rnnlab.cells.base`) and its params and returns
+`(final_carry, ys)`. Shapes are batch-major at the API (`xs: [b, t, d]`); inside, the scan runs
+time-major (`[t, b, ...]`) so each step reads one contiguous slice.
+
+Per-step semantics, for step t of sequence n (all options compose):
+
+    carry_prev <- initial (zero) carry      if resets[n, t]          (packed sequences)
+    h_in        = feedback(carry_prev) * recurrent_mask[n]            (Gal & Ghahramani 2016)
+    new, y      = cell.pointwise(params, carry_prev, P[n, t], h_in @ W_hh^T)
+    new         = keep * carry_prev + (1 - keep) * new                (zoneout, Krueger et al. 2017)
+    carry, y    = (new, y) if t < lengths[n] else (carry_prev, 0)     (padding changes nothing)
+
+The `backward="custom"` path is a hand-written reverse pass (`jax.custom_vjp`) that keeps only
+`d_recurrent @ W_hh` inside the backward scan and computes the `W_hh` gradient for all steps as one
+matmul afterwards (what cuDNN does); `backward="autodiff"` differentiates the scan with JAX and is
+the reference the custom pass is tested against. Forward-mode AD (`jax.jvp`) needs "autodiff".
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab.cells.base import Cell
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+LAYER_OWNED = ("w_ih", "w_hh", "b")
+"""Params used by the layer's matmuls/projection; `cell.pointwise` sees the rest."""
+
+BACKWARDS = ("custom", "autodiff")
+MERGES = ("concat", "sum")
+
+
+class StepAux(NamedTuple):
+    """Per-step, non-differentiable inputs of the scan, time-major. Absent options are None.
+
+    Attributes:
+        valid: `[t, b]` 1.0 where t < length.
+        reset: `[t, b]` 1.0 where the carry restarts from zero before step t.
+        zoneout_keep: carry-shaped pytree of `[t, b, ...]` probabilities/masks of keeping the
+            previous value.
+    """
+
+    valid: Array | None = None
+    reset: Array | None = None
+    zoneout_keep: Any = None
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _concrete(x: Any) -> np.ndarray | None:
+    """`x` as numpy if its value is known now (not a tracer under jit), else None."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def validate_inputs(cell: Cell, params: Params, xs: Array, lengths: Array | None) -> None:
+    """Raise a ValueError naming the problem for a wrongly shaped input or impossible lengths."""
+    if not isinstance(params, dict) or "w_ih" not in params or "w_hh" not in params:
+        raise ValueError(
+            f"params for {type(cell).__name__} must be the dict returned by cell.init(key, d) "
+            f"(with 'w_ih' and 'w_hh'); got {type(params).__name__}"
+        )
+    if xs.ndim != 3:
+        raise ValueError(
+            f"xs must be [batch, time, features] (rank 3), got shape {tuple(xs.shape)}; "
+            "add a batch axis with xs[None] for a single sequence"
+        )
+    expected = params["w_ih"].shape[-1]
+    if xs.shape[-1] != expected:
+        raise ValueError(
+            f"xs has {xs.shape[-1]} features but the params were initialised for input_size="
+            f"{expected}; re-initialise with cell.init(key, {xs.shape[-1]})"
+        )
+    if lengths is None:
+        return
+    if lengths.shape != (xs.shape[0],):
+        raise ValueError(
+            f"lengths must have shape [batch]=({xs.shape[0]},), got {tuple(lengths.shape)}"
+        )
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+    values = _concrete(lengths)
+    if values is not None and values.size:
+        if values.min() < 0:
+            raise ValueError(f"lengths must be >= 0, got min {values.min()}")
+        if values.max() > xs.shape[1]:
+            raise ValueError(
+                f"lengths must be <= the time axis ({xs.shape[1]}), got max {values.max()}"
+            )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def length_mask(lengths: Array, max_len: int) -> Array:
+    """`[b] -> [b, t]` boolean, True where the step is inside the sequence."""
+    return jnp.arange(max_len)[None, :] < lengths[:, None]
+
+
+def reverse_padded(xs: Array, lengths: Array | None) -> Array:
+    """Reverse each sequence of `xs: [b, t, ...]` within its own length; padding stays in place.
+
+    An involution: applying it twice gives `xs` back (PyTorch packed-sequence semantics)."""
+    if lengths is None:
+        return jnp.flip(xs, axis=1)
+    t = xs.shape[1]
+    steps = jnp.arange(t)[None, :]
+    index = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    index = index.reshape(index.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, index, axis=1)
+
+
+def reverse_resets(resets: Array, lengths: Array | None) -> Array:
+    """Segment starts `[b, t]` for the reversed sequence: a segment that ends at step e in forward
+    order starts at e's reversed position."""
+    ends = jnp.concatenate([resets[:, 1:], jnp.zeros_like(resets[:, :1])], axis=1)
+    if lengths is not None:
+        ends = jnp.where(jnp.arange(resets.shape[1])[None, :] + 1 < lengths[:, None], ends, 0)
+    return reverse_padded(ends, lengths)
+
+
+def recurrent_dropout_mask(key: PRNGKey, rate: float, shape: tuple[int, ...], dtype: Any) -> Array:
+    """One inverted-dropout mask per sequence, reused at every step (Gal & Ghahramani 2016)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(dtype) / (1.0 - rate)
+
+
+def zoneout_keep(key: PRNGKey | None, rate: float, carry: Carry, time: int) -> Carry:
+    """Per-step zoneout masks (train: Bernoulli(rate), 1 = keep the old value) or, with `key=None`,
+    the constant `rate` (evaluation: the expectation). Leaves are `[t, *leaf.shape]`."""
+    leaves, treedef = jax.tree_util.tree_flatten(carry)
+    if key is None:
+        masks = [jnp.full((time, *x.shape), rate, x.dtype) for x in leaves]
+    else:
+        keys = jax.random.split(key, len(leaves))
+        masks = [
+            jax.random.bernoulli(k, rate, (time, *x.shape)).astype(x.dtype)
+            for k, x in zip(keys, leaves, strict=True)
+        ]
+    return jax.tree_util.tree_unflatten(treedef, masks)
+
+
+def _where(flag: Array | None, on_true: Carry, on_false: Carry) -> Carry:
+    """Per-row select between two carries; `flag: [b]`."""
+    if flag is None:
+        return on_true
+
+    def pick(a: Array, b: Array) -> Array:
+        return jnp.where(flag.reshape(flag.shape + (1,) * (a.ndim - 1)) > 0, a, b)
+
+    return jax.tree_util.tree_map(pick, on_true, on_false)
+
+
+def _reset(carry: Carry, reset_t: Array | None) -> Carry:
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, carry)
+    return _where(reset_t, zeros, carry)
+
+
+def _feedback(
+    cell: Cell, carry_prev: Carry, aux_t: StepAux, recurrent_mask: Array | None
+) -> Array:
+    """The vector that multiplies `W_hh` at this step, `[b, h_fb]`."""
+    h_in = cell.feedback(_reset(carry_prev, aux_t.reset))
+    return h_in if recurrent_mask is None else h_in * recurrent_mask
+
+
+def _transition(
+    cell: Cell, small: Params, carry_prev: Carry, projected_t: Array, recurrent_t: Array,
+    aux_t: StepAux,
+) -> tuple[Carry, Array]:
+    """Everything of a step except the recurrent matmul: gates, zoneout, padding."""
+    start = _reset(carry_prev, aux_t.reset)
+    new, y = cell.pointwise(small, start, projected_t, recurrent_t)
+    if aux_t.zoneout_keep is not None:
+        new = jax.tree_util.tree_map(
+            lambda k, old, n: k * old + (1.0 - k) * n, aux_t.zoneout_keep, start, new
+        )
+    if aux_t.valid is not None:
+        new = _where(aux_t.valid, new, carry_prev)
+        y = jnp.where(aux_t.valid[:, None] > 0, y, jnp.zeros_like(y))
+    return new, y
+
+
+# ----------------------------------------------------------------------------- the scans
+
+
+def _scan_forward(
+    cell: Cell, unroll: int, small: Params, w_hh: Array, carry0: Carry, projected: Array,
+    aux: StepAux, recurrent_mask: Array | None, keep_residuals: bool,
+) -> tuple[Carry, Array, Any]:
+    def body(carry: Carry, inputs: tuple[Array, StepAux]) -> tuple[Carry, Any]:
+        projected_t, aux_t = inputs
+        h_in = _feedback(cell, carry, aux_t, recurrent_mask)
+        recurrent_t = h_in @ w_hh.T
+        new, y = _transition(cell, small, carry, projected_t, recurrent_t, aux_t)
+        saved = (carry, h_in, recurrent_t) if keep_residuals else None
+        return new, (y, saved)
+
+    carry, (ys, saved) = jax.lax.scan(body, carry0, (projected, aux), unroll=unroll)
+    return carry, ys, saved
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _scan_custom(
+    cell: Cell, unroll: int, small: Params, w_hh: Array, carry0: Carry, projected: Array,
+    aux: StepAux, recurrent_mask: Array | None,
+) -> tuple[Carry, Array]:
+    carry, ys, _ = _scan_forward(
+        cell, unroll, small, w_hh, carry0, projected, aux, recurrent_mask, False
+    )
+    return carry, ys
+
+
+def _scan_custom_fwd(cell, unroll, small, w_hh, carry0, projected, aux, recurrent_mask):
+    carry, ys, saved = _scan_forward(
+        cell, unroll, small, w_hh, carry0, projected, aux, recurrent_mask, True
+    )
+    carries_prev, h_in, recurrent = saved
+    residuals = (small, w_hh, carries_prev, h_in, recurrent, projected, aux, recurrent_mask)
+    return (carry, ys), residuals
+
+
+def _scan_custom_bwd(cell, unroll, residuals, cotangents):
+    small, w_hh, carries_prev, h_in, recurrent, projected, aux, recurrent_mask = residuals
+    d_carry_last, d_ys = cotangents
+
+    def body(state, inputs):
+        d_carry, d_small = state
+        carry_prev, projected_t, recurrent_t, aux_t, d_y = inputs
+        _, transition_vjp = jax.vjp(
+            lambda s, c, p, r: _transition(cell, s, c, p, r, aux_t),
+            small, carry_prev, projected_t, recurrent_t,
+        )
+        d_small_t, d_prev_direct, d_projected_t, d_recurrent_t = transition_vjp((d_carry, d_y))
+        _, feedback_vjp = jax.vjp(
+            lambda c: _feedback(cell, c, aux_t, recurrent_mask), carry_prev
+        )
+        (d_prev_feedback,) = feedback_vjp(d_recurrent_t @ w_hh)
+        d_prev = jax.tree_util.tree_map(jnp.add, d_prev_direct, d_prev_feedback)
+        d_small = jax.tree_util.tree_map(jnp.add, d_small, d_small_t)
+        return (d_prev, d_small), (d_projected_t, d_recurrent_t)
+
+    init = (d_carry_last, jax.tree_util.tree_map(jnp.zeros_like, small))
+    (d_carry0, d_small), (d_projected, d_recurrent) = jax.lax.scan(
+        body, init, (carries_prev, projected, recurrent, aux, d_ys), reverse=True, unroll=unroll
+    )
+    # All steps' W_hh gradients as one [g, t*b] @ [t*b, h] matmul.
+    d_w_hh = jnp.einsum("tbg,tbh->gh", d_recurrent, h_in)
+    zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
+    return d_small, d_w_hh, d_carry0, d_projected, zeros(aux), zeros(recurrent_mask)
+
+
+_scan_custom.defvjp(_scan_custom_fwd, _scan_custom_bwd)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def run(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    resets: Array | None = None,
+    initial_carry: Carry | None = None,
+    reverse: bool = False,
+    recurrent_mask: Array | None = None,
+    zoneout_keep: Carry | None = None,
+    unroll: int = 1,
+    backward: str = "custom",
+) -> tuple[Carry, Array]:
+    """Run one cell over a batch of sequences in one direction.
+
+    Args:
+        cell: the cell (a frozen dataclass).
+        params: `cell.init(key, d)`.
+        xs: `[b, t, d]` inputs.
+        lengths: `[b]` valid steps per sequence; past a sequence's end the carry is frozen and
+            the output is zero, so the final carry is each sequence's carry at its own last step.
+        resets: `[b, t]` bool/0-1, True where a new segment starts (the carry restarts from
+            zero before that step), so several sequences can be packed into one row.
+        initial_carry: carry to start from (e.g. the last batch's, for truncated BPTT);
+            zeros by default.
+        reverse: process each sequence back to front *within its own length*; outputs are
+            returned in the original order.
+        recurrent_mask: `[b, h_fb]` variational dropout mask on the fed-back state (see
+            `recurrent_dropout_mask`).
+        zoneout_keep: carry-shaped pytree of `[t, b, ...]` keep probabilities/masks (see
+            `zoneout_keep`), in the original time order.
+        unroll: `lax.scan` unroll factor.
+        backward: "custom" (hand-written reverse pass) or "autodiff".
+
+    Returns:
+        (final carry, `ys: [b, t, o]`).
+    """
+    validate_inputs(cell, params, xs, lengths)
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    batch, time = xs.shape[:2]
+    dtype = xs.dtype
+    if resets is not None:
+        if resets.shape != (batch, time):
+            raise ValueError(f"resets must be [batch, time]=({batch}, {time}), got {resets.shape}")
+        resets = resets.astype(dtype)
+    if reverse:
+        xs = reverse_padded(xs, lengths)
+        if resets is not None:
+            resets = reverse_resets(resets, lengths)
+        if zoneout_keep is not None:
+            zoneout_keep = jax.tree_util.tree_map(
+                lambda k: jnp.swapaxes(reverse_padded(jnp.swapaxes(k, 0, 1), lengths), 0, 1),
+                zoneout_keep,
+            )
+    projected = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)
+    valid = None if lengths is None else length_mask(lengths, time).T.astype(dtype)
+    aux = StepAux(
+        valid=valid, reset=None if resets is None else resets.T, zoneout_keep=zoneout_keep
+    )
+    carry0 = cell.initial_carry(batch, dtype) if initial_carry is None else initial_carry
+    small = {k: v for k, v in params.items() if k not in LAYER_OWNED}
+    if backward == "custom":
+        carry, ys = _scan_custom(
+            cell, unroll, small, params["w_hh"], carry0, projected, aux, recurrent_mask
+        )
+    else:
+        carry, ys, _ = _scan_forward(
+            cell, unroll, small, params["w_hh"], carry0, projected, aux, recurrent_mask, False
+        )
+    ys = jnp.swapaxes(ys, 0, 1)
+    return carry, (reverse_padded(ys, lengths) if reverse else ys)
+
+
+class RecurrentOptions(NamedTuple):
+    """Regularisation and speed options shared by every layer of a stack.
+
+    Attributes:
+        dropout: rate between stacked layers (on the outputs of all but the last layer).
+        recurrent_dropout: variational dropout rate on the fed-back state.
+        zoneout: zoneout rate on every carry leaf.
+        unroll: `lax.scan` unroll factor.
+        backward: "custom" or "autodiff".
+    """
+
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    unroll: int = 1
+    backward: str = "custom"
+
+
+def run_layer(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    lengths: Array | None = None,
+    resets: Array | None = None,
+    initial_carry: Carry | None = None,
+    options: RecurrentOptions = RecurrentOptions(),
+    key: PRNGKey | None = None,
+) -> tuple[Carry, Array]:
+    """One (optionally bidirectional) layer with recurrent dropout and zoneout.
+
+    Args:
+        params: `cell.init(...)`, or `{"forward": ..., "backward": ...}` when bidirectional.
+        initial_carry: a carry, or a `(forward, backward)` pair when bidirectional.
+        merge: how to join the two directions' outputs: "concat" (`[b, t, 2o]`) or "sum".
+        key: PRNG key for training-time masks; `None` means evaluation (no dropout, zoneout by
+            its expectation).
+
+    Returns:
+        (final carry or `(forward, backward)` carries, `ys: [b, t, o or 2o]`).
+    """
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    if not bidirectional:
+        return _run_direction(cell, params, xs, False, lengths, resets, initial_carry, options, key)
+    if set(params) != {"forward", "backward"}:
+        raise ValueError("bidirectional params must be {'forward': ..., 'backward': ...}")
+    carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
+    key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
+    fw = _run_direction(cell, params["forward"], xs, False, lengths, resets, carry_fw, options, key_fw)
+    bw = _run_direction(cell, params["backward"], xs, True, lengths, resets, carry_bw, options, key_bw)
+    ys = jnp.concatenate([fw[1], bw[1]], axis=-1) if merge == "concat" else fw[1] + bw[1]
+    return (fw[0], bw[0]), ys
+
+
+def _run_direction(
+    cell: Cell, params: Params, xs: Array, reverse: bool, lengths: Array | None,
+    resets: Array | None, initial_carry: Carry | None, options: RecurrentOptions,
+    key: PRNGKey | None,
+) -> tuple[Carry, Array]:
+    batch, time = xs.shape[:2]
+    mask, keep = None, None
+    key_mask, key_zone = (None, None) if key is None else jax.random.split(key)
+    if options.recurrent_dropout > 0 and key_mask is not None:
+        mask = recurrent_dropout_mask(
+            key_mask, options.recurrent_dropout, (batch, cell.output_size), xs.dtype
+        )
+    if options.zoneout > 0:
+        keep = zoneout_keep(key_zone, options.zoneout, cell.initial_carry(batch, xs.dtype), time)
+    return run(
+        cell, params, xs, lengths=lengths, resets=resets, initial_carry=initial_carry,
+        reverse=reverse, recurrent_mask=mask, zoneout_keep=keep, unroll=options.unroll,
+        backward=options.backward,
+    )
+
+
+def init_stack(
+    cell: Cell, key: PRNGKey, input_size: int, num_layers: int = 1, bidirectional: bool = False
+) -> list[Params]:
+    """Params of a stack: a list with one entry per layer (a `{"forward", "backward"}` dict when
+    bidirectional). Layer l > 0 sees the previous layer's output width (doubled if bidirectional,
+    which assumes concat merging; pass `merged_size` layers yourself for "sum")."""
+    params = []
+    size = input_size
+    for layer_key in jax.random.split(key, num_layers):
+        if bidirectional:
+            k_fw, k_bw = jax.random.split(layer_key)
+            params.append({"forward": cell.init(k_fw, size), "backward": cell.init(k_bw, size)})
+        else:
+            params.append(cell.init(layer_key, size))
+        size = cell.output_size * (2 if bidirectional else 1)
+    return params
+
+
+def run_stack(
+    cell: Cell,
+    params: Sequence[Params],
+    xs: Array,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    lengths: Array | None = None,
+    resets: Array | None = None,
+    initial_carry: Sequence[Carry] | None = None,
+    options: RecurrentOptions = RecurrentOptions(),
+    key: PRNGKey | None = None,
+) -> tuple[list[Carry], Array]:
+    """Stacked layers with dropout between them (Zaremba et al. 2014: not on recurrent edges).
+
+    Args:
+        params: one entry per layer (see `init_stack`).
+        initial_carry: one carry per layer (pairs when bidirectional), or None for zeros.
+        key: PRNG key for training-time dropout/zoneout masks; None means evaluation.
+
+    Returns:
+        (list of final carries, one per layer; outputs of the last layer `[b, t, o]`).
+    """
+    carries = []
+    for index, layer_params in enumerate(params):
+        layer_key = None if key is None else jax.random.fold_in(key, index)
+        if index > 0 and options.dropout > 0 and layer_key is not None:
+            drop_key, layer_key = jax.random.split(layer_key)
+            keep = jax.random.bernoulli(drop_key, 1.0 - options.dropout, xs.shape)
+            xs = jnp.where(keep, xs / (1.0 - options.dropout), jnp.zeros_like(xs))
+        carry, xs = run_layer(
+            cell, layer_params, xs, bidirectional=bidirectional, merge=merge, lengths=lengths,
+            resets=resets, initial_carry=None if initial_carry is None else initial_carry[index],
+            options=options, key=layer_key,
+        )
+        carries.append(carry)
+    return carries, xs
