@@ -216,7 +216,8 @@ def attend(scores: Array, values: Array, key_mask: Array | None = None) -> tuple
     return context, weights
 
 
-def _init_no_params(key: PRNGKey, query_size: int, key_size: int, attention_size: int | None):
+def _init_dot(key: PRNGKey, query_size: int, key_size: int, attention_size: int | None) -> Params:
+    """The dot kinds have no parameters; check the sizes early, at init time."""
     if query_size != key_size:
         raise ValueError(
             f"dot attention needs query_size == key_size, got {query_size} and {key_size}"
@@ -226,8 +227,8 @@ def _init_no_params(key: PRNGKey, query_size: int, key_size: int, attention_size
 
 _CROSS_INITS: dict[str, Callable[..., Params]] = {
     "additive": lambda key, dq, dk, a: init_additive(key, dq, dk, a),
-    "dot": _init_no_params,
-    "scaled_dot": _init_no_params,
+    "dot": _init_dot,
+    "scaled_dot": _init_dot,
     "general": lambda key, dq, dk, a: init_general(key, dq, dk),
 }
 

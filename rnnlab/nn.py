@@ -60,7 +60,10 @@ class RecurrentStack(nn.Module):
         if not self.bidirectional:
             return self.cell.init(key, input_size)
         k_fw, k_bw = jax.random.split(key)
-        return {"forward": self.cell.init(k_fw, input_size), "backward": self.cell.init(k_bw, input_size)}
+        return {
+            "forward": self.cell.init(k_fw, input_size),
+            "backward": self.cell.init(k_bw, input_size),
+        }
 
     def zero_carry(self, batch_size: int, dtype: Any = None) -> list[Carry]:
         """Zero carries, one per layer (pairs when bidirectional), for truncated BPTT."""
@@ -82,12 +85,23 @@ class RecurrentStack(nn.Module):
         With `train=True` and any dropout/zoneout rate > 0 the module needs a `dropout` RNG."""
         params = self.layer_params(xs.shape[-1])
         options = recurrence.RecurrentOptions(
-            dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout,
-            unroll=self.unroll, backward=self.backward,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            zoneout=self.zoneout,
+            unroll=self.unroll,
+            backward=self.backward,
         )
         stochastic = self.dropout > 0 or self.recurrent_dropout > 0 or self.zoneout > 0
         key = self.make_rng("dropout") if train and stochastic else None
         return recurrence.run_stack(
-            self.cell, params, xs, bidirectional=self.bidirectional, merge=self.merge,
-            lengths=lengths, resets=resets, initial_carry=initial_carry, options=options, key=key,
+            self.cell,
+            params,
+            xs,
+            bidirectional=self.bidirectional,
+            merge=self.merge,
+            lengths=lengths,
+            resets=resets,
+            initial_carry=initial_carry,
+            options=options,
+            key=key,
         )

@@ -163,20 +163,24 @@ def _where(flag: Array | None, on_true: Carry, on_false: Carry) -> Carry:
 
 
 def _reset(carry: Carry, reset_t: Array | None) -> Carry:
+    if reset_t is None:
+        return carry
     zeros = jax.tree_util.tree_map(jnp.zeros_like, carry)
     return _where(reset_t, zeros, carry)
 
 
-def _feedback(
-    cell: Cell, carry_prev: Carry, aux_t: StepAux, recurrent_mask: Array | None
-) -> Array:
+def _feedback(cell: Cell, carry_prev: Carry, aux_t: StepAux, recurrent_mask: Array | None) -> Array:
     """The vector that multiplies `W_hh` at this step, `[b, h_fb]`."""
     h_in = cell.feedback(_reset(carry_prev, aux_t.reset))
     return h_in if recurrent_mask is None else h_in * recurrent_mask
 
 
 def _transition(
-    cell: Cell, small: Params, carry_prev: Carry, projected_t: Array, recurrent_t: Array,
+    cell: Cell,
+    small: Params,
+    carry_prev: Carry,
+    projected_t: Array,
+    recurrent_t: Array,
     aux_t: StepAux,
 ) -> tuple[Carry, Array]:
     """Everything of a step except the recurrent matmul: gates, zoneout, padding."""
@@ -196,8 +200,15 @@ def _transition(
 
 
 def _scan_forward(
-    cell: Cell, unroll: int, small: Params, w_hh: Array, carry0: Carry, projected: Array,
-    aux: StepAux, recurrent_mask: Array | None, keep_residuals: bool,
+    cell: Cell,
+    unroll: int,
+    small: Params,
+    w_hh: Array,
+    carry0: Carry,
+    projected: Array,
+    aux: StepAux,
+    recurrent_mask: Array | None,
+    keep_residuals: bool,
 ) -> tuple[Carry, Array, Any]:
     def body(carry: Carry, inputs: tuple[Array, StepAux]) -> tuple[Carry, Any]:
         projected_t, aux_t = inputs
@@ -213,8 +224,14 @@ def _scan_forward(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _scan_custom(
-    cell: Cell, unroll: int, small: Params, w_hh: Array, carry0: Carry, projected: Array,
-    aux: StepAux, recurrent_mask: Array | None,
+    cell: Cell,
+    unroll: int,
+    small: Params,
+    w_hh: Array,
+    carry0: Carry,
+    projected: Array,
+    aux: StepAux,
+    recurrent_mask: Array | None,
 ) -> tuple[Carry, Array]:
     carry, ys, _ = _scan_forward(
         cell, unroll, small, w_hh, carry0, projected, aux, recurrent_mask, False
@@ -240,12 +257,13 @@ def _scan_custom_bwd(cell, unroll, residuals, cotangents):
         carry_prev, projected_t, recurrent_t, aux_t, d_y = inputs
         _, transition_vjp = jax.vjp(
             lambda s, c, p, r: _transition(cell, s, c, p, r, aux_t),
-            small, carry_prev, projected_t, recurrent_t,
+            small,
+            carry_prev,
+            projected_t,
+            recurrent_t,
         )
         d_small_t, d_prev_direct, d_projected_t, d_recurrent_t = transition_vjp((d_carry, d_y))
-        _, feedback_vjp = jax.vjp(
-            lambda c: _feedback(cell, c, aux_t, recurrent_mask), carry_prev
-        )
+        _, feedback_vjp = jax.vjp(lambda c: _feedback(cell, c, aux_t, recurrent_mask), carry_prev)
         (d_prev_feedback,) = feedback_vjp(d_recurrent_t @ w_hh)
         d_prev = jax.tree_util.tree_map(jnp.add, d_prev_direct, d_prev_feedback)
         d_small = jax.tree_util.tree_map(jnp.add, d_small, d_small_t)
@@ -393,15 +411,25 @@ def run_layer(
         raise ValueError("bidirectional params must be {'forward': ..., 'backward': ...}")
     carry_fw, carry_bw = (None, None) if initial_carry is None else initial_carry
     key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-    fw = _run_direction(cell, params["forward"], xs, False, lengths, resets, carry_fw, options, key_fw)
-    bw = _run_direction(cell, params["backward"], xs, True, lengths, resets, carry_bw, options, key_bw)
+    fw = _run_direction(
+        cell, params["forward"], xs, False, lengths, resets, carry_fw, options, key_fw
+    )
+    bw = _run_direction(
+        cell, params["backward"], xs, True, lengths, resets, carry_bw, options, key_bw
+    )
     ys = jnp.concatenate([fw[1], bw[1]], axis=-1) if merge == "concat" else fw[1] + bw[1]
     return (fw[0], bw[0]), ys
 
 
 def _run_direction(
-    cell: Cell, params: Params, xs: Array, reverse: bool, lengths: Array | None,
-    resets: Array | None, initial_carry: Carry | None, options: RecurrentOptions,
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    reverse: bool,
+    lengths: Array | None,
+    resets: Array | None,
+    initial_carry: Carry | None,
+    options: RecurrentOptions,
     key: PRNGKey | None,
 ) -> tuple[Carry, Array]:
     batch, time = xs.shape[:2]
@@ -414,8 +442,16 @@ def _run_direction(
     if options.zoneout > 0:
         keep = zoneout_keep(key_zone, options.zoneout, cell.initial_carry(batch, xs.dtype), time)
     return run(
-        cell, params, xs, lengths=lengths, resets=resets, initial_carry=initial_carry,
-        reverse=reverse, recurrent_mask=mask, zoneout_keep=keep, unroll=options.unroll,
+        cell,
+        params,
+        xs,
+        lengths=lengths,
+        resets=resets,
+        initial_carry=initial_carry,
+        reverse=reverse,
+        recurrent_mask=mask,
+        zoneout_keep=keep,
+        unroll=options.unroll,
         backward=options.backward,
     )
 
@@ -469,9 +505,16 @@ def run_stack(
             keep = jax.random.bernoulli(drop_key, 1.0 - options.dropout, xs.shape)
             xs = jnp.where(keep, xs / (1.0 - options.dropout), jnp.zeros_like(xs))
         carry, xs = run_layer(
-            cell, layer_params, xs, bidirectional=bidirectional, merge=merge, lengths=lengths,
-            resets=resets, initial_carry=None if initial_carry is None else initial_carry[index],
-            options=options, key=layer_key,
+            cell,
+            layer_params,
+            xs,
+            bidirectional=bidirectional,
+            merge=merge,
+            lengths=lengths,
+            resets=resets,
+            initial_carry=None if initial_carry is None else initial_carry[index],
+            options=options,
+            key=layer_key,
         )
         carries.append(carry)
     return carries, xs

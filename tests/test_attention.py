@@ -27,7 +27,10 @@ def _perturbed(params: dict, seed: int) -> dict:
     """Random non-zero values for every leaf (biases are initialised to zero)."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    leaves = [0.5 * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+    leaves = [
+        0.5 * jax.random.normal(k, leaf.shape, leaf.dtype)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -116,13 +119,13 @@ def test_cross_attention_jit_vmap_and_grad(kind, cross_inputs):
 
     jitted = jax.jit(att.cross_attention, static_argnums=0)
     got = jitted(kind, params, queries, keys, values, LENGTHS)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 
     per_example = jax.vmap(
         lambda q, k, v, n: att.cross_attention(kind, params, q, k, v, n), in_axes=0
     )(queries, keys, values, LENGTHS)
-    for e, g in zip(expected, per_example):
+    for e, g in zip(expected, per_example, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 
     def loss(p, q):
@@ -249,11 +252,11 @@ def test_self_attention_matches_torch(causal):
 
     mha = torch.nn.MultiheadAttention(D, heads, batch_first=True, dtype=torch.float32).eval()
     with torch.no_grad():
-        mha.in_proj_weight.copy_(torch.from_numpy(np.asarray(params["w_qkv"])))
-        mha.in_proj_bias.copy_(torch.from_numpy(np.asarray(params["b_qkv"])))
-        mha.out_proj.weight.copy_(torch.from_numpy(np.asarray(params["w_o"])))
-        mha.out_proj.bias.copy_(torch.from_numpy(np.asarray(params["b_o"])))
-        x = torch.from_numpy(np.asarray(xs))
+        mha.in_proj_weight.copy_(torch.from_numpy(np.array(params["w_qkv"])))
+        mha.in_proj_bias.copy_(torch.from_numpy(np.array(params["b_qkv"])))
+        mha.out_proj.weight.copy_(torch.from_numpy(np.array(params["w_o"])))
+        mha.out_proj.bias.copy_(torch.from_numpy(np.array(params["b_o"])))
+        x = torch.from_numpy(np.array(xs))
         padding = torch.from_numpy(~np.asarray(att.lengths_to_mask(LENGTHS, S)))
         causal_mask = torch.triu(torch.ones(S, S, dtype=torch.bool), 1) if causal else None
         expected, expected_weights = mha(
@@ -287,7 +290,7 @@ def test_self_attention_jit_vmap_and_grad():
     per_example = jax.vmap(lambda x, n: att.multi_head_self_attention(params, x, n, 2, True))(
         xs, LENGTHS
     )
-    for e, g, v in zip(expected, got, per_example):
+    for e, g, v in zip(expected, got, per_example, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(v, e, rtol=1e-5, atol=1e-6)
 

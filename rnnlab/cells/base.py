@@ -68,6 +68,12 @@ def init_stacked(init: Initializer, key: PRNGKey, blocks: int, shape: tuple[int,
     return jnp.concatenate([init(k, shape, jnp.float32) for k in keys], axis=0)
 
 
+def along_last(v: Array, x: Array) -> Array:
+    """A `[f]` parameter vector shaped to broadcast against `x: [..., f]` (explicit ranks, so the
+    code runs under `jax_numpy_rank_promotion="raise"`)."""
+    return v.reshape((1,) * (x.ndim - 1) + v.shape)
+
+
 def split_gates(x: Array, n: int) -> list[Array]:
     """Split the fused gate axis (last) into `n` equal parts, in PyTorch's gate order."""
     return jnp.split(x, n, axis=-1)
@@ -77,13 +83,14 @@ def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1
     """Layer normalisation over the last axis (Ba, Kiros & Hinton 2016)."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + eps) * scale
-    return y if bias is None else y + bias
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * along_last(scale, x)
+    return y if bias is None else y + along_last(bias, x)
 
 
 def project_inputs_linear(params: Params, xs: Array) -> Array:
     """The default hoisted input projection: `xs @ w_ih.T + b`, `[..., d] -> [..., g]`."""
-    return jnp.einsum("...d,gd->...g", xs, params["w_ih"]) + params["b"]
+    projected = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
+    return projected + along_last(params["b"], projected)
 
 
 @runtime_checkable
@@ -128,9 +135,7 @@ def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[
     return cell.pointwise(params, carry, projected_t, recurrent_t)
 
 
-def apply_cell(
-    cell: Cell, params: Params, carry: Carry, x_t: Array
-) -> tuple[Carry, Array]:
+def apply_cell(cell: Cell, params: Params, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
     """One step from a raw input `x_t: [b, d]` (projection included), like a Flax cell call."""
     return step(cell, params, carry, cell.project_inputs(params, x_t))
 

@@ -8,7 +8,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells.base import init_stacked, make_initializer, project_inputs_linear, split_gates
+from rnnlab.cells.base import (
+    along_last,
+    init_stacked,
+    make_initializer,
+    project_inputs_linear,
+    split_gates,
+)
 from rnnlab.typing import Array, Params, PRNGKey
 
 
@@ -77,7 +83,7 @@ class GRUCell:
             h_r, h_z, h_n = split_gates(recurrent_t, 3)
             r = jax.nn.sigmoid(x_r + h_r)
             z = jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+            n = jnp.tanh(x_n + r * (h_n + along_last(params["b_hn"], h_n)))
         else:
             h_r, h_z = split_gates(recurrent_t, 2)
             r = jax.nn.sigmoid(x_r + h_r)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.cells.base import (
+    along_last,
     init_stacked,
     layer_norm,
     make_initializer,
@@ -102,7 +103,7 @@ class LSTMCell:
         if not self.layer_norm:
             return project_inputs_linear(params, xs)
         wx = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
-        return layer_norm(wx, params["ln_x_scale"]) + params["b"]
+        return layer_norm(wx, params["ln_x_scale"], params["b"])
 
     def feedback(self, carry: LSTMState) -> Array:
         return carry.h
@@ -115,11 +116,11 @@ class LSTMCell:
         i, f, g, o = split_gates(projected_t + recurrent_t, 4)
         c_prev = carry.c
         if self.peephole:
-            i = i + params["w_ci"] * c_prev
-            f = f + params["w_cf"] * c_prev
+            i = i + along_last(params["w_ci"], c_prev) * c_prev
+            f = f + along_last(params["w_cf"], c_prev) * c_prev
         c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
         if self.peephole:
-            o = o + params["w_co"] * c
+            o = o + along_last(params["w_co"], c) * c
         c_out = layer_norm(c, params["ln_c_scale"], params["ln_c_bias"]) if self.layer_norm else c
         h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
         if self.proj_size:

@@ -51,7 +51,7 @@ def require_file(path: StrPath, config_key: str, hint: str | None = None) -> Pat
 
 
 def require_dir(path: StrPath, config_key: str, hint: str | None = None) -> Path:
-    """Returns `path` as a `Path` if it is an existing directory, else raises `DataNotFoundError`."""
+    """Returns `path` as a `Path` if it is an existing directory, else `DataNotFoundError`."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise DataNotFoundError(path, config_key, hint)
@@ -59,7 +59,7 @@ def require_dir(path: StrPath, config_key: str, hint: str | None = None) -> Path
 
 
 def read_text(path: StrPath, config_key: str, hint: str | None = None) -> str:
-    """Reads a UTF-8 text file; a missing file raises `DataNotFoundError`, an empty one `ValueError`.
+    """Reads a UTF-8 file: `DataNotFoundError` if missing, `ValueError` if blank.
 
     Undecodable bytes raise `UnicodeDecodeError`, which is a `ValueError`.
     """

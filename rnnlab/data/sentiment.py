@@ -92,9 +92,7 @@ def kfold_split(n: int, num_folds: int, fold: int, seed: int) -> tuple[np.ndarra
     return train, test
 
 
-def train_valid_split(
-    n: int, valid_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def train_valid_split(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of `range(n)` into train and validation indices.
 
     The validation set has `round(n * valid_fraction)` examples (at least 1).
