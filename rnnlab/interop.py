@@ -1,4 +1,4 @@
-"""Load weights from PyTorch (`nn.LSTM`/`nn.GRU`/`nn.RNN`) and Flax (`linen` cells) into rnnlab params.
+"""Load weights from PyTorch (`nn.LSTM`/`GRU`/`RNN`) and Flax (`linen` cells) into rnnlab params.
 
 Nothing here imports torch: pass `module.state_dict()` (tensors are converted with `np.asarray`
 after `.detach()`), so the loaders also read weights saved by other frameworks in PyTorch's layout.
@@ -74,7 +74,7 @@ def stack_from_torch(
 
 
 def params_from_flax(cell: Cell, flax_params: Mapping[str, Any]) -> Params:
-    """Params of a `flax.linen.LSTMCell`/`OptimizedLSTMCell` or `GRUCell` (the dict under "cell")."""
+    """Params of a `flax.linen.LSTMCell`/`OptimizedLSTMCell`/`GRUCell` (the dict under "cell")."""
     _check_supported(cell)
     kernel = lambda name: _array(flax_params[name]["kernel"]).T  # noqa: E731
     bias = lambda name: _array(flax_params[name]["bias"])  # noqa: E731

@@ -378,6 +378,9 @@ class RecurrentOptions(NamedTuple):
     backward: str = "custom"
 
 
+DEFAULT_OPTIONS = RecurrentOptions()
+
+
 def run_layer(
     cell: Cell,
     params: Params,
@@ -388,7 +391,7 @@ def run_layer(
     lengths: Array | None = None,
     resets: Array | None = None,
     initial_carry: Carry | None = None,
-    options: RecurrentOptions = RecurrentOptions(),
+    options: RecurrentOptions = DEFAULT_OPTIONS,
     key: PRNGKey | None = None,
 ) -> tuple[Carry, Array]:
     """One (optionally bidirectional) layer with recurrent dropout and zoneout.
@@ -484,7 +487,7 @@ def run_stack(
     lengths: Array | None = None,
     resets: Array | None = None,
     initial_carry: Sequence[Carry] | None = None,
-    options: RecurrentOptions = RecurrentOptions(),
+    options: RecurrentOptions = DEFAULT_OPTIONS,
     key: PRNGKey | None = None,
 ) -> tuple[list[Carry], Array]:
     """Stacked layers with dropout between them (Zaremba et al. 2014: not on recurrent edges).

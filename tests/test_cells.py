@@ -39,7 +39,7 @@ def python_loop(cell, params, xs, lengths=None):
         new, y = step(cell, params, carry, projected[:, t])
         if lengths is not None:
             valid = (t < lengths)[:, None]
-            new = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new, carry)
+            new = jax.tree_util.tree_map(lambda n, o, v=valid: jnp.where(v, n, o), new, carry)
             y = jnp.where(valid, y, 0.0)
         carry = new
         ys.append(y)

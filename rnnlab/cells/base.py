@@ -42,7 +42,7 @@ INITIALIZERS: dict[str, Callable[..., Initializer]] = {
 
 
 def make_initializer(name: str, fan_hidden: int) -> Initializer:
-    """Initializer by name; `uniform` is PyTorch's U(-1/sqrt(h), 1/sqrt(h)), `uniform:<a>` is U(-a, a).
+    """Initializer by name: `uniform` is PyTorch's U(+-1/sqrt(h)), `uniform:<a>` is U(-a, a).
 
     Args:
         name: one of `orthogonal`, `glorot_uniform`, `glorot_normal`, `lecun_normal`, `zeros`,

@@ -37,7 +37,8 @@ class ElmanCell:
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ValueError(
-                f"ElmanCell.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+                f"ElmanCell.activation must be one of {sorted(ACTIVATIONS)}, "
+                f"got {self.activation!r}"
             )
 
     @property

@@ -20,7 +20,7 @@ from rnnlab.typing import Array, Params, PRNGKey
 
 
 class LSTMState(NamedTuple):
-    """LSTM carry: cell state `c: [b, h]` and hidden state `h: [b, h]` (`[b, p]` with projection)."""
+    """LSTM carry: cell state `c: [b, h]`, hidden state `h: [b, h]` (`[b, p]` with projection)."""
 
     c: Array
     h: Array
@@ -43,7 +43,7 @@ class LSTMCell:
         peephole: Gers & Schmidhuber (2000) peepholes `w_ci, w_cf, w_co: [h]` (diagonal).
         layer_norm: Ba, Kiros & Hinton (2016): the x- and h-pre-activations are each normalised
             over all 4h units before the bias is added, and `c_t` is normalised before the tanh.
-        proj_size: LSTMP (Sak et al. 2014; PyTorch `proj_size`): `w_hr: [p, h]`, carry h is `[b, p]`.
+        proj_size: LSTMP (Sak et al. 2014; PyTorch `proj_size`): `w_hr: [p, h]`, h is `[b, p]`.
 
     Carry: `LSTMState(c [b, h], h [b, h or p])`. Params: `w_ih: [4h, d]`, `w_hh: [4h, h or p]`,
     `b: [4h]` (PyTorch's b_ih + b_hh), plus the options' parameters.
