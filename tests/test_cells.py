@@ -51,6 +51,15 @@ def assert_trees_close(a, b, atol=1e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
 
 
+def test_unknown_cell_config_is_a_clear_error():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="lstmx"):
+        build_cell("lstmx")
+    with pytest.raises(Exception, match="no_such_field"):
+        build_cell("lstm", no_such_field=1)
+
+
 def test_is_hashable_cell(setup):
     cell, _, _ = setup
     assert isinstance(cell, Cell)

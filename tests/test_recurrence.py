@@ -199,5 +199,9 @@ def test_bad_options_are_clear_errors():
         recurrence.run_layer(cell, params, jnp.ones((B, T, D)), merge="avg")
     with pytest.raises(ValueError, match="proj_size"):
         LSTMCell(4, proj_size=4)
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        GRUCell(0)
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        ElmanCell("64")
     with pytest.raises(ValueError, match="initializer"):
         LSTMCell(4, input_init="nope").init(jax.random.PRNGKey(0), 3)

@@ -68,6 +68,13 @@ def init_stacked(init: Initializer, key: PRNGKey, blocks: int, shape: tuple[int,
     return jnp.concatenate([init(k, shape, jnp.float32) for k in keys], axis=0)
 
 
+def check_hidden_size(cell: object) -> None:
+    """Raise a ValueError unless `cell.hidden_size` is a positive int (a typo in a config, say)."""
+    size = cell.hidden_size  # type: ignore[attr-defined]
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"{type(cell).__name__}.hidden_size must be a positive int, got {size!r}")
+
+
 def along_last(v: Array, x: Array) -> Array:
     """A `[f]` parameter vector shaped to broadcast against `x: [..., f]` (explicit ranks, so the
     code runs under `jax_numpy_rank_promotion="raise"`)."""

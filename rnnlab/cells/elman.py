@@ -8,7 +8,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells.base import init_stacked, make_initializer, project_inputs_linear
+from rnnlab.cells.base import (
+    check_hidden_size,
+    init_stacked,
+    make_initializer,
+    project_inputs_linear,
+)
 from rnnlab.typing import Array, Params, PRNGKey
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
@@ -35,6 +40,7 @@ class ElmanCell:
     recurrent_init: str = "orthogonal"
 
     def __post_init__(self) -> None:
+        check_hidden_size(self)
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"ElmanCell.activation must be one of {sorted(ACTIVATIONS)}, "

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rnnlab.cells.base import (
     along_last,
+    check_hidden_size,
     init_stacked,
     make_initializer,
     project_inputs_linear,
@@ -44,6 +45,9 @@ class GRUCell:
     reset_after: bool = True
     input_init: str = "glorot_uniform"
     recurrent_init: str = "orthogonal"
+
+    def __post_init__(self) -> None:
+        check_hidden_size(self)
 
     @property
     def output_size(self) -> int:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rnnlab.cells.base import (
     along_last,
+    check_hidden_size,
     init_stacked,
     layer_norm,
     make_initializer,
@@ -61,6 +62,7 @@ class LSTMCell:
     recurrent_init: str = "orthogonal"
 
     def __post_init__(self) -> None:
+        check_hidden_size(self)
         if not 0 <= self.proj_size < self.hidden_size or self.proj_size != int(self.proj_size):
             raise ValueError(
                 f"LSTMCell.proj_size must be an int in [0, hidden_size={self.hidden_size}), "
