@@ -1,0 +1,218 @@
+"""What every model shares: backbone fields, the embed -> RNN -> dropout encoder, self-attention.
+
+One `model/*.yaml` describes a backbone (cell, depth, direction, regularisation, attention) and
+combines with any task; the task picks the model class and adds its own fields. So the backbone
+fields are declared once, on `Backbone`, and the models subclass it. All models are keyword-only
+(`SequenceClassifier(cell=..., num_outputs=2)`), which is how Hydra builds them anyway and which
+lets task fields without defaults follow backbone fields with defaults.
+
+Dropout follows Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural Network Regularization":
+on the embedding output, between stacked layers and on the last layer's output, never on the
+recurrent edges (those have `recurrent_dropout` and `zoneout`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnnlab import attention as att
+from rnnlab.cells.base import Cell
+from rnnlab.nn import RecurrentStack
+from rnnlab.typing import Array, Carry, Params
+
+ATTENTION_KINDS = ("none", *att.CROSS_ATTENTION_KINDS, "self")
+"""Every value of the `attention` field; each model accepts a subset (`Backbone.ATTENTION`)."""
+
+
+def check_choice(field: str, value: Any, options: tuple[Any, ...], owner: str = "") -> None:
+    """Raise a ValueError naming the options if `value` is not one of them."""
+    if value not in options:
+        where = f"{owner}." if owner else ""
+        raise ValueError(f"unknown {where}{field} {value!r}; choose one of {list(options)}")
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a pytree of arrays (e.g. `variables["params"]`)."""
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def as_variables(params: Params) -> dict[str, Any]:
+    """`{"params": params}` unless `params` already is a Flax variables dict."""
+    return params if "params" in params else {"params": params}
+
+
+def merge_directions(forward: Array, backward: Array, merge: str) -> Array:
+    """Join two directions' `[..., o]` vectors the way the stack joins its outputs."""
+    return (
+        jnp.concatenate([forward, backward], axis=-1) if merge == "concat" else forward + backward
+    )
+
+
+def mask_padding(xs: Array, lengths: Array | None) -> Array:
+    """Zero `xs: [b, t, ...]` at steps `>= lengths`, as the recurrence leaves its outputs."""
+    if lengths is None:
+        return xs
+    valid = att.lengths_to_mask(lengths, xs.shape[1])
+    valid = valid.reshape(valid.shape + (1,) * (xs.ndim - 2))
+    return jnp.where(valid, xs, jnp.zeros_like(xs))
+
+
+def check_inputs(owner: str, inputs: Array, vocab_size: int | None) -> None:
+    """Raise a ValueError unless `inputs` are int ids `[b, t]` (with a vocabulary) or float
+    features `[b, t, d]` (without)."""
+    if vocab_size is None:
+        if inputs.ndim != 3 or not jnp.issubdtype(inputs.dtype, jnp.floating):
+            raise ValueError(
+                f"{owner} without a vocabulary takes float features [b, t, d]; got "
+                f"{inputs.dtype} of shape {tuple(inputs.shape)} (set the vocab size for ids)"
+            )
+    elif inputs.ndim != 2 or not jnp.issubdtype(inputs.dtype, jnp.integer):
+        raise ValueError(
+            f"{owner} with vocab size {vocab_size} takes int token ids [b, t]; got "
+            f"{inputs.dtype} of shape {tuple(inputs.shape)}"
+        )
+
+
+class Backbone(nn.Module, kw_only=True):
+    """The fields every model shares, and the layers built from them.
+
+    Attributes:
+        cell: the recurrent cell (a frozen dataclass from `rnnlab.cells`).
+        num_layers: stacked recurrent layers.
+        bidirectional: also run each sequence back to front (within its length).
+        merge: "concat" or "sum" for the two directions' outputs.
+        dropout: rate on the embedding output, between layers and on the last layer's output.
+        recurrent_dropout: variational dropout on the fed-back state (Gal & Ghahramani 2016).
+        zoneout: zoneout rate on every carry leaf (Krueger et al. 2017).
+        unroll: `lax.scan` unroll factor.
+        backward: "custom" (hand-written reverse pass) or "autodiff".
+        attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
+            documented per model (`ATTENTION` lists them).
+        attention_size: hidden size of additive attention and attention pooling.
+        num_heads: heads of multi-head self-attention (`attention="self"`).
+        embed_dim: embedding width, used only when the model embeds token ids.
+    """
+
+    ATTENTION: ClassVar[tuple[str, ...]] = ATTENTION_KINDS
+
+    cell: Cell
+    num_layers: int = 1
+    bidirectional: bool = False
+    merge: str = "concat"
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    unroll: int = 1
+    backward: str = "custom"
+    attention: str = "none"
+    attention_size: int = 64
+    num_heads: int = 4
+    embed_dim: int = 64
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_choice("attention", self.attention, self.ATTENTION, owner)
+        check_choice("merge", self.merge, ("concat", "sum"), owner)
+        check_choice("backward", self.backward, ("custom", "autodiff"), owner)
+        if self.num_layers < 1:
+            raise ValueError(f"{owner}.num_layers must be >= 1, got {self.num_layers}")
+        for name in ("dropout", "recurrent_dropout", "zoneout"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{owner}.{name} must be in [0, 1), got {rate}")
+        super().__post_init__()
+
+    @property
+    def state_size(self) -> int:
+        """Width of the recurrent stack's outputs (doubled when bidirectional and concatenated)."""
+        both = self.bidirectional and self.merge == "concat"
+        return self.cell.output_size * (2 if both else 1)
+
+    @nn.nowrap
+    def make_stack(self, bidirectional: bool | None = None, **module_kwargs: Any) -> RecurrentStack:
+        """The `RecurrentStack` the backbone fields describe (`bidirectional` may be overridden)."""
+        return RecurrentStack(
+            cell=self.cell,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional if bidirectional is None else bidirectional,
+            merge=self.merge,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            zoneout=self.zoneout,
+            unroll=self.unroll,
+            backward=self.backward,
+            **module_kwargs,
+        )
+
+    def drop(self, xs: Array, train: bool) -> Array:
+        """Inverted dropout at rate `dropout` (needs a `dropout` RNG when training)."""
+        if self.dropout == 0.0:
+            return xs
+        return nn.Dropout(self.dropout)(xs, deterministic=not train)
+
+    def embed_inputs(self, inputs: Array, vocab_size: int | None, name: str = "embed") -> Array:
+        """Token ids `[b, t]` -> `[b, t, embed_dim]` with an `nn.Embed`, or features `[b, t, d]`
+        unchanged when `vocab_size` is None."""
+        check_inputs(type(self).__name__, inputs, vocab_size)
+        if vocab_size is None:
+            return inputs
+        return nn.Embed(vocab_size, self.embed_dim, name=name)(inputs)
+
+    def encode_sequence(
+        self,
+        inputs: Array,
+        lengths: Array | None,
+        train: bool,
+        vocab_size: int | None,
+    ) -> tuple[list[Carry], Array]:
+        """Embed (or take features), dropout, the recurrent stack, dropout.
+
+        Args:
+            inputs: `[b, t]` token ids (with `vocab_size`) or `[b, t, d]` features.
+            lengths: `[b]` valid steps, or None for all.
+            train: sample dropout masks (needs a `dropout` RNG when any rate is > 0).
+            vocab_size: embed the inputs when set.
+
+        Returns:
+            (final carries per layer, `states: [b, t, state_size]`, zero at padded steps).
+        """
+        xs = self.embed_inputs(inputs, vocab_size)
+        if vocab_size is not None:
+            xs = self.drop(xs, train)
+        carries, states = self.make_stack(name="stack")(xs, lengths=lengths, train=train)
+        return carries, self.drop(states, train)
+
+    def self_attend(
+        self, states: Array, lengths: Array | None, train: bool, causal: bool = False
+    ) -> Array:
+        """A post-norm multi-head self-attention block over the RNN states.
+
+        `y = LayerNorm(x + Dropout(MHA(x)))` (Vaswani et al. 2017) with `num_heads` heads of width
+        `state_size / num_heads`; padded steps are neither attended to nor returned (zeros). The
+        weights `[b, num_heads, t, t]` are sown as `intermediates/self_attention_weights`.
+
+        Args:
+            states: `[b, t, d]`.
+            lengths: `[b]` valid steps, or None.
+            train: apply dropout.
+            causal: step i attends only to steps <= i.
+
+        Returns:
+            `[b, t, d]`.
+        """
+        size = states.shape[-1]
+        params = self.param(
+            "self_attention",
+            lambda key: att.init_multi_head(key, size, size, self.num_heads),
+        )
+        attended, weights = att.multi_head_self_attention(
+            params, states, lengths, self.num_heads, causal
+        )
+        self.sow("intermediates", "self_attention_weights", weights)
+        outputs = nn.LayerNorm(name="self_attention_norm")(states + self.drop(attended, train))
+        return mask_padding(outputs, lengths)
