@@ -7,14 +7,14 @@ split or merge around `jit`, `grad` and `scan`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 
 from rnnlab import recurrence
 from rnnlab.cells.base import Cell
-from rnnlab.typing import Array, Carry, Params, PRNGKey
+from rnnlab.typing import Array, Carry, Params
 
 
 class RecurrentStack(nn.Module):
@@ -45,25 +45,18 @@ class RecurrentStack(nn.Module):
     @property
     def output_size(self) -> int:
         """Width of the stack's outputs."""
-        both = self.bidirectional and self.merge == "concat"
-        return self.cell.output_size * (2 if both else 1)
+        return recurrence.layer_output_size(self.cell, self.bidirectional, self.merge)
 
     def layer_params(self, input_size: int) -> list[Params]:
         params = []
         size = input_size
         for index in range(self.num_layers):
-            params.append(self.param(f"layer_{index}", self._init_layer, size))
+            init = functools.partial(
+                recurrence.init_layer, self.cell, bidirectional=self.bidirectional
+            )
+            params.append(self.param(f"layer_{index}", init, size))
             size = self.output_size
         return params
-
-    def _init_layer(self, key: PRNGKey, input_size: int) -> Params:
-        if not self.bidirectional:
-            return self.cell.init(key, input_size)
-        k_fw, k_bw = jax.random.split(key)
-        return {
-            "forward": self.cell.init(k_fw, input_size),
-            "backward": self.cell.init(k_bw, input_size),
-        }
 
     def zero_carry(self, batch_size: int, dtype: Any = None) -> list[Carry]:
         """Zero carries, one per layer (pairs when bidirectional), for truncated BPTT."""

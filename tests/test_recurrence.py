@@ -163,6 +163,23 @@ def test_stack_dropout_only_in_training(setup):
     assert not np.allclose(train_a, eval_a) and not np.allclose(train_a, train_b)
 
 
+def test_init_stack_sizes_follow_the_merge_mode():
+    cell = GRUCell(H)
+    for merge, width in (("concat", 2 * H), ("sum", H)):
+        stack = recurrence.init_stack(cell, jax.random.PRNGKey(0), D, 2, True, merge)
+        assert stack[1]["forward"]["w_ih"].shape == (3 * H, width)
+        _, ys = recurrence.run_stack(
+            cell, stack, jnp.ones((B, T, D)), bidirectional=True, merge=merge
+        )
+        assert ys.shape == (B, T, width)
+
+
+def test_zoneout_output_is_the_zoned_out_state(setup):
+    cell, params, xs = setup
+    carry, ys = recurrence.run_layer(cell, params, xs, options=RecurrentOptions(zoneout=0.3))
+    np.testing.assert_allclose(ys[:, -1], cell.feedback(carry), atol=1e-6)
+
+
 def test_whole_layer_jits():
     cell = LSTMCell(H)
     stack = recurrence.init_stack(cell, jax.random.PRNGKey(0), D, num_layers=2, bidirectional=True)

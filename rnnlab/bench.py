@@ -1,0 +1,571 @@
+"""Side-by-side throughput benchmark: rnnlab layers vs torch.nn.LSTM/GRU/RNN and flax.linen.RNN.
+
+Every implementation of one configuration is built, compiled and then timed *round-robin* in the
+same process (one step of each, repeated), so a noisy machine slows all of them alike and the
+ratios stay meaningful. A training step is: forward over the whole sequence, MSE loss on all
+outputs, backward, Adam update. Inference is the forward pass alone. Tokens/s = batch x time /
+step seconds (median over repetitions, compile and warm-up excluded).
+
+Achieved GFLOP/s counts only the matmuls (`2 G h (d + h)` per token per layer and direction for
+the forward, three times that for a training step) and is compared with a large square matmul
+measured in the same run.
+
+Torch and Flax are optional: an implementation whose framework is missing is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MODES = ("train", "infer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One benchmark shape.
+
+    Attributes:
+        cell: "lstm", "gru" or "rnn" (tanh Elman).
+        batch, time, input, hidden: b, t, d, h.
+        layers: stacked layers.
+        directions: 1, or 2 for bidirectional (concatenated outputs).
+    """
+
+    cell: str
+    batch: int
+    time: int
+    input: int
+    hidden: int
+    layers: int = 1
+    directions: int = 1
+
+    @property
+    def name(self) -> str:
+        kind = ("bi" if self.directions == 2 else "") + self.cell
+        stack = f"{self.layers}x" if self.layers > 1 else ""
+        return f"{stack}{kind} b{self.batch} t{self.time} d{self.input} h{self.hidden}"
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.time
+
+    def flops(self, mode: str) -> float:
+        """Matmul FLOPs of one step (forward: input and recurrent projections; train: x3)."""
+        gates, h, dirs = GATES[self.cell], self.hidden, self.directions
+        total = 0.0
+        size = self.input
+        for _ in range(self.layers):
+            total += dirs * 2 * gates * h * (size + h) * self.tokens
+            size = h * dirs
+        return total * (3 if mode == "train" else 1)
+
+
+BASE_SHAPES = ((32, 128, 64, 256), (32, 128, 64, 512), (8, 512, 64, 256), (128, 64, 128, 128))
+VARIANTS = {"single": (1, 1), "2-layer": (2, 1), "bi": (1, 2)}
+
+
+def default_grid(
+    cells: Sequence[str] = ("lstm", "gru"), variants: Sequence[str] = tuple(VARIANTS)
+) -> list[Config]:
+    """The issue's four shapes for each cell, single-layer, 2-layer and bidirectional."""
+    return [
+        Config(cell, *shape, *VARIANTS[variant])
+        for cell in cells
+        for variant in variants
+        for shape in BASE_SHAPES
+    ]
+
+
+def tiny_grid() -> list[Config]:
+    """A grid that runs in seconds (for tests)."""
+    return [Config("lstm", 2, 5, 3, 4), Config("gru", 2, 5, 3, 4, layers=2, directions=2)]
+
+
+def scaling_grid(cell: str = "lstm") -> list[Config]:
+    """Step time vs sequence length (64..2048) at b=32, and vs batch (8..256) at t=128."""
+    times = [Config(cell, 32, t, 64, 256) for t in (64, 128, 256, 512, 1024, 2048)]
+    batches = [Config(cell, b, 128, 64, 256) for b in (8, 16, 64, 128, 256)]
+    return times + batches
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def pin_threads() -> int:
+    """Use exactly the cores this process may run on, in every framework."""
+    cores = available_cores()
+    try:
+        import torch
+
+        torch.set_num_threads(cores)
+        torch.set_num_interop_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+    return cores
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of an `n^3` float32 matmul in each framework present."""
+    import jax
+    import jax.numpy as jnp
+
+    peaks = {}
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda x, y: x @ y)
+    mm(a, a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mm(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    peaks["jax"] = 2 * n**3 / min(times) / 1e9
+    torch = _optional("torch")
+    if torch is not None:
+        x = torch.ones(n, n)
+        x @ x
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            x @ x
+            times.append(time.perf_counter() - start)
+        peaks["torch"] = 2 * n**3 / min(times) / 1e9
+    return peaks
+
+
+def _optional(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+# ----------------------------------------------------------------------------- implementations
+
+
+@dataclasses.dataclass
+class Built:
+    """A ready-to-time step: `run()` executes one step and waits for it."""
+
+    run: Callable[[], Any]
+    compile_s: float | None = None
+    memory_bytes: int | None = None
+
+
+def _data(config: Config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    xs = rng.standard_normal((config.batch, config.time, config.input)).astype(np.float32)
+    width = config.hidden * config.directions
+    target = rng.standard_normal((config.batch, config.time, width)).astype(np.float32)
+    return xs, target
+
+
+def _jax_step(apply: Callable[[Any, Any], Any], params: Any, config: Config, mode: str) -> Built:
+    """Jit a train or inference step of `apply(params, xs) -> ys [b, t, o]` and compile it."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    xs, target = (jnp.asarray(a) for a in _data(config))
+    if mode == "infer":
+        fn = jax.jit(apply)
+        start = time.perf_counter()
+        compiled = fn.lower(params, xs).compile()
+        compile_s = time.perf_counter() - start
+        return Built(lambda: compiled(params, xs).block_until_ready(), compile_s, _memory(compiled))
+
+    optimizer = optax.adam(1e-3)
+
+    def train_step(params, opt_state, xs, target):
+        def loss_fn(p):
+            return jnp.mean(jnp.square(apply(p, xs) - target))
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    state = [params, optimizer.init(params)]
+    fn = jax.jit(train_step, donate_argnums=(0, 1))
+    start = time.perf_counter()
+    compiled = fn.lower(state[0], state[1], xs, target).compile()
+    compile_s = time.perf_counter() - start
+
+    def run() -> Any:
+        state[0], state[1], loss = compiled(state[0], state[1], xs, target)
+        return loss.block_until_ready()
+
+    return Built(run, compile_s, _memory(compiled))
+
+
+def _memory(compiled: Any) -> int | None:
+    """XLA's own account of the step's memory: arguments, outputs and temporaries."""
+    try:
+        stats = compiled.memory_analysis()
+        return int(
+            stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes
+            - stats.alias_size_in_bytes
+        )
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
+
+
+def _rnnlab_cell(config: Config) -> Any:
+    from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+
+    return {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}[config.cell](config.hidden)
+
+
+def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options: Any) -> Built:
+    """rnnlab's `run_stack` (custom or autodiff backward)."""
+    import jax
+
+    from rnnlab import recurrence
+
+    cell = _rnnlab_cell(config)
+    bidirectional = config.directions == 2
+    params = recurrence.init_stack(
+        cell, jax.random.PRNGKey(0), config.input, config.layers, bidirectional
+    )
+    opts = recurrence.RecurrentOptions(backward=backward, **options)
+
+    def apply(params, xs):
+        return recurrence.run_stack(cell, params, xs, bidirectional=bidirectional, options=opts)[1]
+
+    return _jax_step(apply, params, config, mode)
+
+
+def build_flax(config: Config, mode: str) -> Built:
+    """flax.linen.RNN over OptimizedLSTMCell / GRUCell / SimpleCell, Bidirectional and stacked."""
+    import flax.linen as nn
+    import jax
+
+    cell_type = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}[config.cell]
+
+    class Stack(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            for _ in range(config.layers):
+                if config.directions == 2:
+                    xs = nn.Bidirectional(
+                        nn.RNN(cell_type(config.hidden)), nn.RNN(cell_type(config.hidden))
+                    )(xs)
+                else:
+                    xs = nn.RNN(cell_type(config.hidden))(xs)
+            return xs
+
+    module = Stack()
+    xs, _ = _data(config)
+    params = module.init(jax.random.PRNGKey(0), xs)
+    return _jax_step(module.apply, params, config, mode)
+
+
+def build_torch(config: Config, mode: str) -> Built:
+    """torch.nn.LSTM / GRU / RNN (time-major, its native layout), eager, Adam for training."""
+    import torch
+
+    module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[config.cell]
+    torch.manual_seed(0)
+    module = module_type(
+        config.input,
+        config.hidden,
+        num_layers=config.layers,
+        bidirectional=config.directions == 2,
+    )
+    xs, target = (torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))) for a in _data(config))
+    if mode == "infer":
+
+        def run_infer() -> Any:
+            with torch.no_grad():
+                return module(xs)[0]
+
+        return Built(run_infer)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def run_train() -> Any:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.mean(torch.square(module(xs)[0] - target))
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return Built(run_train)
+
+
+IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built]]] = {
+    "rnnlab": (None, build_rnnlab),
+    "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
+    "flax": ("flax", build_flax),
+    "torch": ("torch", build_torch),
+}
+"""name -> (optional framework it needs, builder)."""
+
+REFERENCES = ("torch", "flax")
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_round_robin(
+    built: dict[str, Built], repeats: int, warmup: int, min_seconds: float = 0.0
+) -> dict[str, list[float]]:
+    """Seconds per step of each implementation, interleaved: one step of each per round.
+
+    Rounds go on past `repeats` until every implementation has run `min_seconds` in total."""
+    for item in built.values():
+        for _ in range(warmup):
+            item.run()
+    times: dict[str, list[float]] = {name: [] for name in built}
+    rounds = 0
+    while rounds < repeats or min(sum(v) for v in times.values()) < min_seconds:
+        for name, item in built.items():
+            start = time.perf_counter()
+            item.run()
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+        if rounds >= 10 * max(repeats, 1):
+            break
+    return times
+
+
+def benchmark(
+    configs: Sequence[Config],
+    implementations: Sequence[str] = tuple(IMPLEMENTATIONS),
+    modes: Sequence[str] = MODES,
+    repeats: int = 10,
+    warmup: int = 2,
+    min_seconds: float = 0.0,
+    peak_size: int = 2048,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run the grid; returns a JSON-serialisable dict with machine info and one row per
+    (config, mode, implementation)."""
+    cores = pin_threads()
+    load_before = _load()
+    present = [name for name in implementations if _framework_present(IMPLEMENTATIONS[name][0])]
+    peaks = matmul_peak(peak_size)
+    peak = max(peaks.values())
+    rows = []
+    for config in configs:
+        for mode in modes:
+            built = {}
+            for name in present:
+                built[name] = IMPLEMENTATIONS[name][1](config, mode)
+            times = time_round_robin(built, repeats, warmup, min_seconds)
+            for name, seconds in times.items():
+                median = statistics.median(seconds)
+                rows.append(
+                    {
+                        "config": dataclasses.asdict(config),
+                        "name": config.name,
+                        "mode": mode,
+                        "impl": name,
+                        "median_s": median,
+                        "min_s": min(seconds),
+                        "max_s": max(seconds),
+                        "iqr_s": _iqr(seconds),
+                        "repeats": len(seconds),
+                        "tokens_per_s": config.tokens / median,
+                        "gflops": config.flops(mode) / median / 1e9,
+                        "peak_fraction": config.flops(mode) / median / 1e9 / peak,
+                        "compile_s": built[name].compile_s,
+                        "memory_bytes": built[name].memory_bytes,
+                    }
+                )
+            _add_ratios(rows, config.name, mode)
+            if log is not None:
+                log(_one_line(rows, config.name, mode))
+            del built
+            gc.collect()
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cores": cores,
+            "matmul_peak_gflops": peaks,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "load_average": {"before": load_before, "after": _load()},
+            "versions": _versions(),
+        },
+        "settings": {"repeats": repeats, "warmup": warmup, "min_seconds": min_seconds},
+        "rows": rows,
+    }
+
+
+def _load() -> list[float] | None:
+    """The 1/5/15-minute load average: other processes on the machine skew every timing."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _framework_present(name: str | None) -> bool:
+    return name is None or _optional(name) is not None
+
+
+def _iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
+
+
+def _add_ratios(rows: list[dict[str, Any]], name: str, mode: str) -> None:
+    group = [r for r in rows if r["name"] == name and r["mode"] == mode]
+    by_impl = {r["impl"]: r for r in group}
+    for row in group:
+        for ref in REFERENCES:
+            if ref in by_impl:
+                row[f"vs_{ref}"] = row["tokens_per_s"] / by_impl[ref]["tokens_per_s"]
+
+
+def _one_line(rows: list[dict[str, Any]], name: str, mode: str) -> str:
+    parts = [f"{name:<28} {mode:<5}"]
+    for row in rows:
+        if row["name"] == name and row["mode"] == mode:
+            ratio = f" ({row['vs_torch']:.2f}x torch)" if "vs_torch" in row else ""
+            parts.append(f"{row['impl']}={row['tokens_per_s'] / 1e3:.1f}k{ratio}")
+    return "  ".join(parts)
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "torch", "numpy"):
+        module = _optional(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "?")
+    return versions
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A Markdown report: machine header and one table row per (config, mode, implementation)."""
+    machine = result["machine"]
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["matmul_peak_gflops"].items())
+    lines = [
+        f"Machine: {machine['platform']}, {machine['cores']} cores, "
+        f"load average {machine.get('load_average')}; "
+        f"2048^3 matmul peak GFLOP/s: {peaks}; XLA_FLAGS={machine['xla_flags']!r}",
+        f"Versions: {machine['versions']}",
+        f"Settings: {result['settings']}",
+        "",
+        "| config | mode | impl | tok/s | vs torch | vs flax | spread (IQR/median) "
+        "| GFLOP/s | % peak | compile s | memory MiB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['mode']} | {row['impl']} "
+            f"| {row['tokens_per_s'] / 1e3:.1f}k "
+            f"| {_fmt(row.get('vs_torch'), '{:.2f}x')} | {_fmt(row.get('vs_flax'), '{:.2f}x')} "
+            f"| {100 * row['iqr_s'] / row['median_s']:.0f}% "
+            f"| {row['gflops']:.1f} | {100 * row['peak_fraction']:.0f}% "
+            f"| {_fmt(row['compile_s'], '{:.2f}')} "
+            f"| {_fmt(row['memory_bytes'] and row['memory_bytes'] / 2**20, '{:.1f}')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (pattern.format(value))
+    )
+
+
+def write(result: dict[str, Any], out_dir: str, stem: str = "benchmark") -> tuple[str, str]:
+    """Write `<stem>.json` and `<stem>.md` under `out_dir`; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, f"{stem}.json")
+    md_path = os.path.join(out_dir, f"{stem}.md")
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=1)
+    with open(md_path, "w") as f:
+        f.write(markdown(result))
+    return json_path, md_path
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_grid(text: str) -> list[Config]:
+    """`cell:b,t,d,h[,layers[,directions]]` items separated by `;`, e.g. `lstm:32,128,64,256`."""
+    configs = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        cell, _, dims = item.partition(":")
+        configs.append(Config(cell, *(int(v) for v in dims.split(","))))
+    return configs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rnnlab-benchmark` and `scripts/benchmark.py`; writes JSON and Markdown."""
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", choices=("default", "tiny", "scaling"), default="default")
+    parser.add_argument("--scaling", action="store_true", help="same as --grid scaling")
+    parser.add_argument(
+        "--configs", help="explicit grid, e.g. 'lstm:32,128,64,256;gru:8,512,64,256,2,2'"
+    )
+    parser.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 peak matmul")
+    parser.add_argument("--cells", default="lstm,gru", help="cells of the default/scaling grid")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="single,2-layer,bi")
+    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--min-seconds", type=float, default=0.0)
+    parser.add_argument("--out", default="benchmark_results")
+    parser.add_argument("--stem", default=None, help="output file stem (default: the grid name)")
+    args = parser.parse_args(argv)
+
+    cells = args.cells.split(",")
+    grid = "scaling" if args.scaling else args.grid
+    if args.configs:
+        configs, grid = parse_grid(args.configs), "custom"
+    elif grid == "tiny":
+        configs = tiny_grid()
+    elif grid == "scaling":
+        configs = [c for cell in cells for c in scaling_grid(cell)]
+    else:
+        configs = default_grid(cells, args.variants.split(","))
+    result = benchmark(
+        configs,
+        implementations=args.impls.split(","),
+        modes=args.modes.split(","),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        min_seconds=args.min_seconds,
+        peak_size=args.peak_size,
+    )
+    result["command"] = " ".join(["rnnlab-benchmark", *argv])
+    json_path, md_path = write(result, args.out, args.stem or grid)
+    print(markdown(result))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
