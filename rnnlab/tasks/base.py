@@ -1,0 +1,229 @@
+"""The task contract: data, model class and loss for one kind of problem.
+
+A task is built from its `conf/task/*.yaml` (plain settings) plus the run's `seed` and
+`batch_size`. It is the only place that knows what a batch looks like. The trainer
+(`rnnlab.train`) calls:
+
+    model = task.build_model(cell, backbone)            # model class + task fields
+    params = task.init_params(model, key)
+    batch = task.train_batch(step)                      # pure function of (seed, step)
+    loss, (sums, carry) = task.loss(model, params, batch, carry, key)   # key None: evaluation
+    metrics = task.summarize("valid", summed)           # {"valid/loss": ..., "valid/bpc": ...}
+
+`sums` maps a metric name to `(sum, weight)` so that evaluation over many batches is a weighted
+mean (`sum_i s_i / sum_i w_i`), the same whatever the batch sizes.
+
+Stateful tasks (language models with truncated BPTT, Zaremba et al. 2014) set `stateful = True`:
+the trainer keeps the carry returned by `loss` (behind `stop_gradient`) and feeds it to the next
+window; `resets_carry(step)` says when a new pass over the stream starts from zeros; the carry is
+part of the checkpointed state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnlab.cells.base import Cell
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+Batch = dict[str, np.ndarray]
+"""Host arrays of one batch; the leading axis of every non-scalar leaf is the batch."""
+Sums = dict[str, tuple[Array, Array]]
+"""Metric name -> (sum, weight) over a batch."""
+
+
+def make_model(cls: type[nn.Module], cell: Cell, backbone: Mapping[str, Any], **fields: Any):
+    """`cls(cell=cell, **backbone, **fields)` with a clear error for a bad backbone key.
+
+    Args:
+        cls: a model class from `rnnlab.models`.
+        cell: the recurrent cell.
+        backbone: the `model/*.yaml` fields (num_layers, bidirectional, dropout, attention, ...).
+        **fields: the task's fields (num_outputs, vocab_size, ...).
+    """
+    clash = set(backbone) & set(fields)
+    if clash:
+        raise ValueError(f"model config sets task-owned fields {sorted(clash)}; remove them")
+    try:
+        return cls(cell=cell, **backbone, **fields)
+    except TypeError as err:
+        raise ValueError(
+            f"cannot build {cls.__name__} from the model config: {err}. Backbone keys given: "
+            f"{sorted(backbone)}"
+        ) from err
+
+
+def weighted_cross_entropy(
+    logits: Array, labels: Array, weights: Array | None = None
+) -> tuple[Sums, Array]:
+    """Cross-entropy and accuracy sums for integer labels.
+
+    Args:
+        logits: `[..., c]`.
+        labels: `[...]` ints.
+        weights: `[...]` (1 scored, 0 ignored), or None for all.
+
+    Returns:
+        (`{"loss": (sum, weight), "accuracy": (sum, weight)}`, mean loss).
+    """
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    w = jnp.ones_like(losses) if weights is None else weights.astype(jnp.float32)
+    total = jnp.sum(w)
+    sums = {
+        "loss": (jnp.sum(losses * w), total),
+        "accuracy": (jnp.sum(correct * w), total),
+    }
+    return sums, sums["loss"][0] / jnp.maximum(total, 1.0)
+
+
+def regression_sums(predictions: Array, targets: Array) -> tuple[Sums, Array]:
+    """MSE (also the loss) and MAE sums; returns (sums, mean squared error)."""
+    error = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+    count = jnp.asarray(error.size, jnp.float32)
+    sums = {
+        "loss": (jnp.sum(jnp.square(error)), count),
+        "mse": (jnp.sum(jnp.square(error)), count),
+        "mae": (jnp.sum(jnp.abs(error)), count),
+    }
+    return sums, sums["mse"][0] / count
+
+
+def dropout_rngs(key: PRNGKey | None) -> dict[str, PRNGKey] | None:
+    """Flax RNGs for a training apply (`key`), or None for evaluation."""
+    return None if key is None else {"dropout": key}
+
+
+class Task(abc.ABC):
+    """Base class of every task (see the module docstring).
+
+    Args:
+        seed: the run seed; training batches are a pure function of `(seed, step)`.
+        batch_size: training batch size (global, over all devices).
+
+    Class attributes:
+        name: short name used in logs.
+        monitor: the validation metric that ranks checkpoints, and `monitor_mode` min or max.
+        stateful: the carry is threaded across training steps (truncated BPTT).
+        splits: evaluation splits; the first is evaluated during training, all at the end.
+    """
+
+    name: ClassVar[str] = "task"
+    monitor: ClassVar[str] = "valid/loss"
+    monitor_mode: ClassVar[str] = "min"
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, seed: int, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"trainer.batch_size must be >= 1, got {batch_size}")
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Evaluation splits this task has."""
+        return ("valid",)
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Training steps per pass over the data, or None for generated data."""
+        return None
+
+    @abc.abstractmethod
+    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
+        """The task's model class built from the cell and the backbone fields."""
+
+    @abc.abstractmethod
+    def train_batch(self, step: int) -> Batch:
+        """Training batch `step` (0-based): a pure function of `(seed, step)`."""
+
+    @abc.abstractmethod
+    def eval_batches(self, split: str) -> Iterable[Batch]:
+        """The fixed batches of an evaluation split, in order."""
+
+    @abc.abstractmethod
+    def apply(
+        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
+    ) -> tuple[Sums, Array, Carry]:
+        """Forward pass: (metric sums, scalar training loss, new carry or None).
+
+        `key` is the dropout key during training and None during evaluation."""
+
+    def init_params(self, model: nn.Module, key: PRNGKey) -> Params:
+        """Fresh parameters, shaped by one example of training batch 0.
+
+        Runs eagerly: the parameter shapes do not depend on the batch, and op-by-op execution
+        reuses the small compiled initialisers (orthogonal, Glorot) across runs of a process
+        instead of compiling the whole initialisation anew for every model.
+        """
+        batch = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[:1], self.train_batch(0))
+        carry = self.zero_carry(model, 1)
+        return model.init(key, *self.model_args(batch, carry))["params"]
+
+    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
+        """Positional arguments of `model.init` for a batch (used by `init_params`)."""
+        return (batch["inputs"],)
+
+    def loss(
+        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
+    ) -> tuple[Array, tuple[Sums, Carry]]:
+        """`(loss, (sums, carry))`, the shape `jax.value_and_grad(..., has_aux=True)` needs."""
+        sums, loss, carry = self.apply(model, params, batch, carry, key)
+        return loss, (sums, carry)
+
+    def zero_carry(self, model: nn.Module, batch_size: int) -> Carry:
+        """The carry at the start of a stream (None for stateless tasks)."""
+        return None
+
+    def resets_carry(self, step: int) -> bool:
+        """Whether training step `step` starts from a zero carry (stateful tasks)."""
+        return False
+
+    def tokens(self, batch: Batch) -> int:
+        """Input time steps in a batch (`b * t`), for `perf/tokens_per_s`."""
+        inputs = batch["inputs"]
+        return int(inputs.shape[0] * inputs.shape[1])
+
+    def summarize(self, split: str, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+        """Weighted means as `split/metric`, plus the task's derived metrics."""
+        means = {name: float(s) / max(float(w), 1e-12) for name, (s, w) in sums.items()}
+        means.update(self.derived(means))
+        return {f"{split}/{name}": value for name, value in means.items()}
+
+    def derived(self, means: Mapping[str, float]) -> dict[str, float]:
+        """Metrics computed from the means (e.g. bits per character); none by default."""
+        return {}
+
+    def baselines(self) -> dict[str, float]:
+        """Reference numbers logged with the results (e.g. the adding problem's 1/6)."""
+        return {}
+
+    def poison(self, batch: Batch) -> Batch:
+        """A copy of `batch` whose float arrays are NaN (fault injection for tests)."""
+        floats = [k for k, v in batch.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+        if not floats:
+            raise ValueError(f"task {self.name} has no float inputs to inject NaN into")
+        return {k: np.full_like(v, np.nan) if k in floats else v for k, v in batch.items()}
+
+    def save_assets(self, run_dir: Path) -> None:
+        """Writes what is needed to use a checkpoint later (e.g. `vocab.json`); none by default."""
+        return None
+
+    def sample_text(
+        self, model: nn.Module, params: Params, key: PRNGKey, num_tokens: int
+    ) -> str | None:
+        """A generated text sample for TensorBoard (language models), else None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data for the run log (sizes, vocabulary)."""
+        return {}

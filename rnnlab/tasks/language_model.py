@@ -1,0 +1,284 @@
+"""Character- and word-level language modelling with stateful truncated BPTT.
+
+Training follows Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural Network Regularization":
+the training text is cut into `batch_size` contiguous rows (`rnnlab.data.lm_stream`); training
+step `s` reads window `s % n` of `bptt` tokens of every row (`n` windows per epoch), and the
+carry from window `i` (behind `stop_gradient`) starts window `i + 1`. The carry restarts from
+zeros at every epoch. The trainer checkpoints the carry with the parameters, so a resumed run
+continues the stream mid-epoch exactly.
+
+Evaluation runs over the whole validation (and test) text the same way, with `eval_batch_size`
+rows and the carry threaded across all windows from zeros, so every token is scored once with its
+full left context up to the row start.
+
+Metrics: `loss` is the mean negative log-likelihood in nats per token, `perplexity = exp(loss)`
+(the word-level figure of Mikolov et al.), and at character level `bpc = loss / ln 2` (bits per
+character); `accuracy` is next-token top-1 accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab.cells.base import Cell
+from rnnlab.data import text
+from rnnlab.models import LanguageModel, generate
+from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+VOCAB_FILE = "vocab.json"
+
+
+def build_language_model(
+    cell: Cell, backbone: Mapping[str, Any], vocab_size: int, tie_weights: bool = False
+) -> LanguageModel:
+    """`LanguageModel` from a cell and the backbone fields (shared by training and sampling)."""
+    return make_model(LanguageModel, cell, backbone, vocab_size=vocab_size, tie_weights=tie_weights)
+
+
+def sample(
+    model: LanguageModel,
+    params: Params,
+    vocab: text.Vocabulary,
+    prompt: str,
+    num_tokens: int,
+    key: PRNGKey,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num_samples: int = 1,
+    separator: str = "",
+) -> list[str]:
+    """Generated continuations of `prompt`, decoded to strings (prompt included).
+
+    Args:
+        model, params: the language model and its parameters.
+        vocab: its vocabulary (`vocab.json` of the run).
+        prompt: text to continue (characters, or words separated by spaces when `separator`
+            is " "); unknown tokens raise `KeyError` unless the vocabulary has an unk token.
+        num_tokens: tokens to generate.
+        key: PRNG key.
+        temperature, top_k: sampling settings (see `rnnlab.models.sample_logits`).
+        num_samples: independent samples (rows).
+        separator: "" for characters, " " for words.
+    """
+    tokens = prompt.split() if separator == " " else list(prompt)
+    if not tokens:
+        raise ValueError("the prompt must contain at least one token")
+    ids = np.tile(vocab.encode(tokens)[None, :], (num_samples, 1))
+    generated = generate(
+        model, params, jnp.asarray(ids), num_tokens, key, temperature=temperature, top_k=top_k
+    )
+    generated = np.asarray(jax.device_get(generated))
+    return [separator.join(tokens + vocab.decode(row)) for row in generated]
+
+
+class LanguageModelTask(Task):
+    """Shared logic of the char- and word-level tasks (see the module docstring).
+
+    Args:
+        seed: run seed (used for sampling only: the stream order is fixed).
+        batch_size: rows of the training stream.
+        bptt: window length (truncated-BPTT steps).
+        eval_batch_size: rows of the evaluation streams.
+        eval_max_windows: evaluate only the first windows (speed); None for the whole text.
+        tie_weights: share the embedding with the output layer.
+        sample_tokens: length of the text sample logged at each evaluation (0 for none).
+        sample_prompt: text the sample continues; None (the default) continues the first
+            `bptt` tokens of the validation text. A model trained with stateful truncated BPTT
+            starts from a zero carry only once per epoch and row, so from a short prompt it
+            needs a few tokens to find its footing; real context shows its quality.
+        sample_temperature, sample_top_k: sampling settings for that sample.
+    """
+
+    monitor = "valid/loss"
+    stateful = True
+    separator = ""
+    report_bpc = True
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        bptt: int = 100,
+        eval_batch_size: int = 16,
+        eval_max_windows: int | None = None,
+        tie_weights: bool = False,
+        sample_tokens: int = 200,
+        sample_prompt: str | None = None,
+        sample_temperature: float = 0.8,
+        sample_top_k: int = 0,
+    ):
+        super().__init__(seed, batch_size)
+        if bptt < 1:
+            raise ValueError(f"task.bptt must be >= 1, got {bptt}")
+        self.bptt = bptt
+        self.eval_batch_size = eval_batch_size
+        self.eval_max_windows = eval_max_windows
+        self.tie_weights = tie_weights
+        self.sample_tokens = sample_tokens
+        self.sample_prompt = sample_prompt
+        self.sample_temperature = sample_temperature
+        self.sample_top_k = sample_top_k
+
+    def load(self) -> dict[str, Any]:
+        """`{"train": ids, "valid": ids, ["test": ids,] "vocab": Vocabulary}`."""
+        raise NotImplementedError
+
+    @functools.cached_property
+    def corpus(self) -> dict[str, Any]:
+        return self.load()
+
+    @property
+    def vocab(self) -> text.Vocabulary:
+        return self.corpus["vocab"]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in ("valid", "test") if s in self.corpus)
+
+    @functools.cached_property
+    def _train_stream(self) -> np.ndarray:
+        return text.lm_stream(self.corpus["train"], self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        windows = text.lm_num_windows(self._train_stream, self.bptt)
+        if windows < 1:
+            raise ValueError(
+                f"the training text gives rows of {self._train_stream.shape[1]} tokens: too short "
+                f"for task.bptt={self.bptt}; lower trainer.batch_size or task.bptt"
+            )
+        return windows
+
+    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
+        return build_language_model(cell, backbone, len(self.vocab), self.tie_weights)
+
+    def train_batch(self, step: int) -> Batch:
+        _, window = text.lm_epoch_and_window(step, self.steps_per_epoch)
+        inputs, targets = text.lm_window(self._train_stream, window, self.bptt)
+        return {"inputs": inputs, "targets": targets}
+
+    def resets_carry(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        stream = text.lm_stream(self.corpus[split], self.eval_batch_size)
+        count = text.lm_num_windows(stream, self.bptt, drop_last=False)
+        if self.eval_max_windows is not None:
+            count = min(count, self.eval_max_windows)
+        for index in range(count):
+            inputs, targets = text.lm_window(stream, index, self.bptt)
+            yield {"inputs": inputs, "targets": targets}
+
+    def zero_carry(self, model: nn.Module, batch_size: int) -> Carry:
+        return model.zero_carry(batch_size)
+
+    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
+        return (batch["inputs"], carry)
+
+    def apply(
+        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
+    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
+        logits, carry = model.apply(
+            {"params": params},
+            batch["inputs"],
+            carry,
+            train=key is not None,
+            rngs=dropout_rngs(key),
+        )
+        sums, loss = weighted_cross_entropy(logits, batch["targets"])
+        return sums, loss, carry
+
+    def derived(self, means: Mapping[str, float]) -> dict[str, float]:
+        loss = means["loss"]
+        derived = {"perplexity": math.exp(min(loss, 700.0))}
+        if self.report_bpc:
+            derived["bpc"] = loss / math.log(2.0)
+        return derived
+
+    def baselines(self) -> dict[str, float]:
+        return {"baseline/loss": math.log(len(self.vocab))}
+
+    def save_assets(self, run_dir: Path) -> None:
+        self.vocab.save(Path(run_dir) / VOCAB_FILE)
+
+    def sample_text(
+        self, model: nn.Module, params: Params, key: PRNGKey, num_tokens: int
+    ) -> str | None:
+        """`prompt`, a marker line, then `num_tokens` sampled tokens."""
+        if num_tokens <= 0:
+            return None
+        if self.sample_prompt is None:
+            tokens = self.vocab.decode(self.corpus["valid"][: self.bptt])
+        else:
+            tokens = self.sample_prompt.split() if self.separator else list(self.sample_prompt)
+        prompt = self.separator.join(tokens)
+        text = sample(
+            model,
+            params,
+            self.vocab,
+            prompt,
+            num_tokens,
+            key,
+            self.sample_temperature,
+            self.sample_top_k,
+            separator=self.separator,
+        )[0]
+        return f"{prompt}\n[... sampled ...]\n{text[len(prompt) :].lstrip(' ')}"
+
+    def describe(self) -> dict[str, Any]:
+        sizes = {f"{k}_tokens": int(len(v)) for k, v in self.corpus.items() if k != "vocab"}
+        return {"vocab_size": len(self.vocab), "steps_per_epoch": self.steps_per_epoch, **sizes}
+
+
+class CharLMTask(LanguageModelTask):
+    """Character-level LM on one text file, split nanoGPT-style (first 90% train, rest valid).
+
+    Args:
+        path: the text file (e.g. tinyshakespeare `input.txt`); config key `task.path`.
+        train_fraction: fraction of characters used for training.
+        **kwargs: see `LanguageModelTask`.
+    """
+
+    name = "char_lm"
+
+    def __init__(
+        self, seed: int, batch_size: int, path: str, train_fraction: float = 0.9, **kwargs
+    ):
+        super().__init__(seed, batch_size, **kwargs)
+        self.path = Path(path).expanduser().absolute()
+        self.train_fraction = train_fraction
+
+    def load(self) -> dict[str, Any]:
+        train, valid, vocab = text.load_char_corpus(self.path, self.train_fraction, "task.path")
+        return {"train": train, "valid": valid, "vocab": vocab}
+
+
+class WordLMTask(LanguageModelTask):
+    """Word-level LM on PTB-format files (one sentence a line, `<eos>` appended; Mikolov).
+
+    Args:
+        path: folder with `ptb.train.txt`, `ptb.valid.txt`, `ptb.test.txt`; config key
+            `task.path`.
+        **kwargs: see `LanguageModelTask`.
+    """
+
+    name = "word_lm"
+    separator = " "
+    report_bpc = False
+
+    def __init__(self, seed: int, batch_size: int, path: str, **kwargs):
+        super().__init__(seed, batch_size, **kwargs)
+        self.path = Path(path).expanduser().absolute()
+
+    def load(self) -> dict[str, Any]:
+        return text.load_word_corpus(self.path, config_key="task.path")

@@ -1,0 +1,164 @@
+"""Sentence-level sentiment classification on MR (Pang & Lee 2005), 10-fold cross-validation.
+
+MR has no official split, so results are reported per fold of a seeded 10-fold split (Kim 2014):
+fold `fold` is the test set, and `valid_fraction` of the other nine folds is held out for model
+selection (the best-by-validation checkpoint is evaluated on the test fold at the end). The split
+depends on `split_seed` only, so runs with different `seed`s share it. The vocabulary comes from
+the training sentences alone; other words map to `<unk>`.
+
+Model: `SequenceClassifier(vocab_size, num_outputs=2, pooling)` over the padded token ids with
+their lengths (padding changes nothing). Loss: cross-entropy; metric: accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import numpy as np
+
+from rnnlab.cells.base import Cell
+from rnnlab.data import batching, sentiment
+from rnnlab.models import SequenceClassifier
+from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
+from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+
+class SentimentTask(Task):
+    """MR polarity (see the module docstring).
+
+    Args:
+        seed: run seed (initialisation, dropout and the order of training examples).
+        batch_size: training batch size.
+        path: folder with `rt-polarity.pos` and `rt-polarity.neg`; config key `task.path`.
+        num_folds: cross-validation folds.
+        fold: the test fold, `0 <= fold < num_folds`.
+        split_seed: seed of the fold and validation split (fixed across run seeds).
+        valid_fraction: share of the training folds held out for validation.
+        max_len: sentences are truncated to this many tokens (MR's longest has 59).
+        min_count: drop words seen fewer times in the training sentences.
+        max_vocab: cap on the vocabulary size (`<pad>` and `<unk>` included); None for no cap.
+        pooling: "last", "mean", "max" or "attention" (see `SequenceClassifier`).
+        eval_batch_size: evaluation batch size.
+    """
+
+    name = "sentiment"
+    monitor = "valid/accuracy"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        path: str,
+        num_folds: int = 10,
+        fold: int = 0,
+        split_seed: int = 0,
+        valid_fraction: float = 0.1,
+        max_len: int = 64,
+        min_count: int = 1,
+        max_vocab: int | None = None,
+        pooling: str = "last",
+        eval_batch_size: int = 256,
+    ):
+        super().__init__(seed, batch_size)
+        if not 0 <= fold < num_folds:
+            raise ValueError(f"task.fold must be in [0, task.num_folds={num_folds}), got {fold}")
+        self.path = Path(path).expanduser().absolute()
+        self.num_folds = num_folds
+        self.fold = fold
+        self.split_seed = split_seed
+        self.valid_fraction = valid_fraction
+        self.max_len = max_len
+        self.min_count = min_count
+        self.max_vocab = max_vocab
+        self.pooling = pooling
+        self.eval_batch_size = eval_batch_size
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        """Encoded splits: `{split: (ids [n, max_len], lengths [n], labels [n])}` and `vocab`."""
+        sentences, labels, _ = sentiment.load_polarity(self.path, config_key="task.path")
+        train_pool, test = sentiment.kfold_split(
+            len(sentences), self.num_folds, self.fold, self.split_seed
+        )
+        train_pos, valid_pos = sentiment.train_valid_split(
+            len(train_pool), self.valid_fraction, self.split_seed
+        )
+        indices = {"train": train_pool[train_pos], "valid": train_pool[valid_pos], "test": test}
+        vocab = sentiment.build_vocab(
+            [sentences[i] for i in indices["train"]], self.min_count, self.max_vocab
+        )
+        data: dict[str, Any] = {"vocab": vocab}
+        for split, idx in indices.items():
+            ids, lengths = sentiment.encode_and_pad(
+                [sentences[i] for i in idx], vocab, max_len=self.max_len
+            )
+            data[split] = (ids, np.maximum(lengths, 1), labels[idx])
+        return data
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("valid", "test")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return batching.batches_per_epoch(len(self.data["train"][2]), self.batch_size)
+
+    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
+        return make_model(
+            SequenceClassifier,
+            cell,
+            backbone,
+            num_outputs=2,
+            vocab_size=len(self.data["vocab"]),
+            pooling=self.pooling,
+        )
+
+    def _gather(self, split: str, idx: np.ndarray) -> Batch:
+        ids, lengths, labels = self.data[split]
+        return {"inputs": ids[idx], "lengths": lengths[idx], "labels": labels[idx]}
+
+    def train_batch(self, step: int) -> Batch:
+        idx, _ = batching.shuffled_batch_indices(
+            self.seed, step, len(self.data["train"][2]), self.batch_size
+        )
+        return self._gather("train", idx)
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        for idx in batching.sequential_batches(len(self.data[split][2]), self.eval_batch_size):
+            yield self._gather(split, idx)
+
+    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
+        return (batch["inputs"], batch["lengths"])
+
+    def apply(
+        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
+    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
+        logits = model.apply(
+            {"params": params},
+            batch["inputs"],
+            batch["lengths"],
+            train=key is not None,
+            rngs=dropout_rngs(key),
+        )
+        sums, loss = weighted_cross_entropy(logits, batch["labels"])
+        return sums, loss, None
+
+    def tokens(self, batch: Batch) -> int:
+        return int(np.sum(batch["lengths"]))
+
+    def baselines(self) -> dict[str, float]:
+        labels = self.data["test"][2]
+        return {"baseline/accuracy": float(max(labels.mean(), 1 - labels.mean()))}
+
+    def describe(self) -> dict[str, Any]:
+        sizes = {f"{k}_examples": len(v[2]) for k, v in self.data.items() if k != "vocab"}
+        return {
+            "vocab_size": len(self.data["vocab"]),
+            "steps_per_epoch": self.steps_per_epoch,
+            **sizes,
+        }

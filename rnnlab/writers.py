@@ -1,0 +1,199 @@
+"""What a run writes: TensorBoard events, `metrics.jsonl`, `results.json`.
+
+Every scalar goes to both sinks under the same `split/metric` name (`train/loss`, `valid/bpc`,
+`perf/tokens_per_s`). Everything is written into the run directory itself, hparams included:
+`tensorboardX.SummaryWriter.add_hparams` would open a separate sub-run, so the three hparams
+summaries (`tensorboardX.summary.hparams`) go through the run's own file writer instead, and
+`tensorboard --logdir <sweep dir>` shows one run per job, named by its directory.
+
+A resumed run truncates what was logged after its checkpoint: `metrics.jsonl` keeps the lines up
+to the restored step, and the event writer is opened with `purge_step`, which makes TensorBoard
+drop the older events from that step on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass
+class LoggerConfig:
+    """Logging settings (schema of `conf/logger/`).
+
+    Attributes:
+        tensorboard: write TensorBoard event files into the run directory.
+        jsonl: write `metrics.jsonl`, one JSON object per log event.
+        log_every: steps between training-metric log events.
+        text_samples: log generated text for language models at every evaluation.
+        flush_secs: TensorBoard flush interval.
+    """
+
+    tensorboard: bool = True
+    jsonl: bool = True
+    log_every: int = 50
+    text_samples: bool = True
+    flush_secs: int = 30
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"logger.log_every must be >= 1, got {self.log_every}")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly version of a scalar (numpy and JAX scalars become Python numbers)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Writes `data` as indented JSON atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The log events of a `metrics.jsonl` file, in order."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_jsonl(path: str | os.PathLike[str], last_step: int) -> None:
+    """Drops the events of `path` logged after `last_step` (a resumed run logs them again)."""
+    events = [e for e in read_jsonl(path) if e.get("step", 0) <= last_step]
+    Path(path).write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def write_results(run_dir: str | os.PathLike[str], results: Mapping[str, Any]) -> Path:
+    """Writes `results.json`; an earlier attempt's file is kept under the key `previous`."""
+    path = Path(run_dir) / RESULTS_FILE
+    data = dict(results)
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous is not None:
+            previous.pop("previous", None)
+            data.setdefault("previous", previous)
+    write_json(path, data)
+    return path
+
+
+def hparam_value(value: Any) -> bool | int | float | str:
+    """A value TensorBoard's hparams plugin accepts (bool, number or string)."""
+    value = _plain(value)
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+class RunWriter:
+    """Writes scalars, text and hparams of one run to TensorBoard and `metrics.jsonl`.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        config: which sinks to use.
+        purge_step: on resume, the first step that is logged again (older events from this step
+            on are dropped); None for a fresh run.
+        enabled: False on every process but the first of a multi-host job.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        config: LoggerConfig,
+        purge_step: int | None = None,
+        enabled: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.enabled = enabled
+        self._tb = None
+        self._jsonl = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.jsonl:
+            path = self.run_dir / METRICS_FILE
+            if purge_step is not None:
+                truncate_jsonl(path, purge_step - 1)
+            self._jsonl = path.open("a", encoding="utf-8")
+        if config.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(
+                logdir=str(self.run_dir), purge_step=purge_step, flush_secs=config.flush_secs
+            )
+
+    def scalars(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """One log event: `metrics` maps `split/metric` names to numbers."""
+        if not self.enabled or not metrics:
+            return
+        values = {k: _plain(v) for k, v in metrics.items()}
+        if self._jsonl is not None:
+            event = {"step": int(step), "time": round(time.time(), 3), **values}
+            self._jsonl.write(json.dumps(event) + "\n")
+            self._jsonl.flush()
+        if self._tb is not None:
+            for name, value in values.items():
+                if isinstance(value, int | float):
+                    self._tb.add_scalar(name, value, int(step))
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A text sample (TensorBoard's text tab renders markdown: wrap it in a code block)."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            self._tb.add_text(tag, "```\n" + text + "\n```", int(step))
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": int(step), tag: text}) + "\n")
+            self._jsonl.flush()
+
+    def hparams(self, step: int, hparams: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+        """The run's hyperparameters with its final metrics, in this run's own event file.
+
+        The hparams plugin reads each metric's value from the run's scalar events under the same
+        tag, so log every metric with `scalars` as well (`step` is then the step used there).
+        """
+        if not self.enabled or self._tb is None:
+            return
+        from tensorboardX.summary import hparams as hparams_summary
+
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(_plain(v), int | float)}
+        clean = {k: hparam_value(v) for k, v in hparams.items()}
+        experiment, start, end = hparams_summary(clean, numbers)
+        file_writer = self._tb._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary, int(step))
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+        if self._jsonl is not None:
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        """Flushes and closes both sinks."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None

@@ -1,0 +1,113 @@
+"""The command line: `experiments/train.py` / `rnnlab-train` as a user runs them (subprocesses).
+
+A 2 x 2 multirun writes four run directories named by their overrides, each with TensorBoard
+events and `results.json`; a failing job does not lose the others; a bad override stops at
+start-up with Hydra's message; the console-script entry point composes the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
+TINY = [
+    "trainer=debug",
+    "trainer.steps=2",
+    "trainer.quiet=true",
+    "model.cell.hidden_size=8",
+    "task.length=8",
+    "task.eval_batches=1",
+    "task.eval_batch_size=8",
+]
+
+
+def launch(args: list[str], cache: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RNNLAB_JAX_CACHE": str(cache), "CI": "true"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def job_dir(sweep: Path, item: str) -> Path:
+    """The job directory of a sweep whose name (its overrides) contains `item`."""
+    (match,) = [p for p in sweep.iterdir() if p.is_dir() and item in p.name.split(",")]
+    return match
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compilation cache shared by this module's subprocesses."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def test_multirun_writes_one_named_directory_per_job(tmp_path: Path, cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = launch(
+        [*TRAIN, "-m", "model=lstm,gru", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], cache
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    items = [set(p.name.split(",")) for p in jobs]
+    assert len(jobs) == 4 and all("trainer=debug" in i for i in items)
+    pairs = sorted(
+        (i & {"model=gru", "model=lstm"}).pop() + "," + (i & {"seed=0", "seed=1"}).pop()
+        for i in items
+    )
+    assert pairs == [
+        "model=gru,seed=0",
+        "model=gru,seed=1",
+        "model=lstm,seed=0",
+        "model=lstm,seed=1",
+    ]
+    for job in jobs:
+        results = json.loads((job / "results.json").read_text())
+        assert results["status"] == "completed", results
+        assert list(job.glob("events.out.tfevents.*")) and (job / "metrics.jsonl").exists()
+        assert (job / ".hydra" / "config.yaml").exists()
+        assert "${" not in (job / ".hydra" / "resolved.yaml").read_text()
+        assert results["hparams"]["model"] in ("lstm", "gru") and "seed" in results["hparams"]
+    assert (sweep / "multirun.yaml").exists()
+
+
+def test_failing_job_keeps_the_others_and_exits_non_zero(tmp_path: Path, cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = launch([*TRAIN, "-m", *TINY[:-3], "task.length=1,8", f"hydra.sweep.dir={sweep}"], cache)
+    assert proc.returncode != 0
+    assert "task.length must be >= 2" in proc.stderr
+    bad = json.loads((job_dir(sweep, "task.length=1") / "results.json").read_text())
+    good = json.loads((job_dir(sweep, "task.length=8") / "results.json").read_text())
+    assert bad["status"] == "failed" and "task.length must be >= 2" in bad["error"]
+    assert good["status"] == "completed"
+
+
+def test_bad_override_stops_at_startup(tmp_path: Path, cache: Path) -> None:
+    proc = launch([*TRAIN, "trainer.stpes=3", f"hydra.run.dir={tmp_path / 'run'}"], cache)
+    assert proc.returncode != 0
+    assert "Key 'stpes' not in 'TrainerConfig'" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_console_script_entry_point_composes_from_anywhere(tmp_path: Path, cache: Path) -> None:
+    """`rnnlab-train` is `rnnlab.cli:train_main`; run it from another directory."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'rnnlab-train = "rnnlab.cli:train_main"' in pyproject
+    assert 'rnnlab-sample = "rnnlab.cli:sample_main"' in pyproject
+    code = (
+        "import sys; from rnnlab.cli import train_main; sys.argv[0] = 'rnnlab-train'; train_main()"
+    )
+    env_path = f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--cfg", "job", "model=gru", "task=copy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": env_path},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rnnlab.cells.gru.GRUCell" in proc.stdout and "CopyTask" in proc.stdout
