@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
@@ -101,11 +102,6 @@ def validate_inputs(cell: Cell, params: Params, xs: Array, lengths: Array | None
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def length_mask(lengths: Array, max_len: int) -> Array:
-    """`[b] -> [b, t]` boolean, True where the step is inside the sequence."""
-    return jnp.arange(max_len)[None, :] < lengths[:, None]
 
 
 def reverse_padded(xs: Array, lengths: Array | None) -> Array:
@@ -369,7 +365,7 @@ def run(
     # Time-major from the start: the projection acts on each position alone, so transposing the
     # narrow `[b, t, d]` input is cheaper than transposing the `[b, t, g]` projection.
     projected = cell.project_inputs(params, jnp.swapaxes(xs, 0, 1))
-    valid = None if lengths is None else length_mask(lengths, time).T.astype(dtype)
+    valid = None if lengths is None else lengths_to_mask(lengths, time).T.astype(dtype)
     aux = StepAux(
         valid=valid, reset=None if resets is None else resets.T, zoneout_keep=zoneout_keep
     )

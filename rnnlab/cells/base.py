@@ -136,6 +136,22 @@ class Cell(Protocol):
         ...
 
 
+class HiddenStateCell:
+    """Mixin for cells whose carry is the hidden state `h: [b, h]` itself (Elman, GRU, ...):
+    zero initial state, the linear hoisted projection, and `h` fed back to `w_hh`."""
+
+    hidden_size: int
+
+    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Array:
+        return jnp.zeros((batch_size, self.hidden_size), dtype)
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        return project_inputs_linear(params, xs)
+
+    def feedback(self, carry: Array) -> Array:
+        return carry
+
+
 def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[Carry, Array]:
     """`(carry, projected_x_t) -> (carry, y_t)`: one full step, the recurrent matmul included."""
     recurrent_t = cell.feedback(carry) @ params["w_hh"].T

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from rnnlab.cells.base import (
+    HiddenStateCell,
     check_hidden_size,
     init_stacked,
     make_initializer,
-    project_inputs_linear,
 )
 from rnnlab.typing import Array, Params, PRNGKey
 
@@ -20,7 +19,7 @@ ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 @dataclasses.dataclass(frozen=True)
-class ElmanCell:
+class ElmanCell(HiddenStateCell):
     """Elman RNN (Elman 1990), PyTorch's `nn.RNN`.
 
         h_t = act(W_ih x_t + W_hh h_{t-1} + b),   act in {tanh, relu}
@@ -59,15 +58,6 @@ class ElmanCell:
             "w_hh": init_stacked(make_initializer(self.recurrent_init, h), k_hh, 1, (h, h)),
             "b": jnp.zeros((h,), jnp.float32),
         }
-
-    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Array:
-        return jnp.zeros((batch_size, self.hidden_size), dtype)
-
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        return project_inputs_linear(params, xs)
-
-    def feedback(self, carry: Array) -> Array:
-        return carry
 
     def pointwise(
         self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array

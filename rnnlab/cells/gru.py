@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from rnnlab.cells.base import (
+    HiddenStateCell,
     along_last,
     check_hidden_size,
     init_stacked,
     make_initializer,
-    project_inputs_linear,
     split_gates,
 )
 from rnnlab.typing import Array, Params, PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
-class GRUCell:
+class GRUCell(HiddenStateCell):
     """GRU (Cho et al. 2014, "Learning Phrase Representations using RNN Encoder-Decoder").
 
     Gate order r, z, n (PyTorch, cuDNN, Flax `GRUCell`). With `reset_after=True` (default,
@@ -68,15 +67,6 @@ class GRUCell:
             params["w_hh"] = init_stacked(rec, k_hh, 2, (h, h))
             params["w_hn"] = init_stacked(rec, k_hn, 1, (h, h))
         return params
-
-    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Array:
-        return jnp.zeros((batch_size, self.hidden_size), dtype)
-
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        return project_inputs_linear(params, xs)
-
-    def feedback(self, carry: Array) -> Array:
-        return carry
 
     def pointwise(
         self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
