@@ -314,6 +314,7 @@ def build_torch(config: Config, mode: str) -> Built:
 IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built]]] = {
     "rnnlab": (None, build_rnnlab),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
+    "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
     "torch": ("torch", build_torch),
 }

@@ -107,6 +107,27 @@ def test_custom_backward_equals_autodiff_with_every_option(setup):
     leaves_close(grad(bi_params, xs, "custom"), grad(bi_params, xs, "autodiff"))
 
 
+@pytest.mark.parametrize("backward", recurrence.BACKWARDS)
+def test_per_step_projection_equals_hoisted(setup, backward):
+    cell, params, xs = setup
+    lengths = jnp.array([T, 4])
+
+    def loss(params, xs, input_projection):
+        carry, ys = recurrence.run(
+            cell,
+            params,
+            xs,
+            lengths=lengths,
+            reverse=True,
+            backward=backward,
+            input_projection=input_projection,
+        )
+        return jnp.sum(jnp.tanh(ys)) + sum(jnp.sum(c**2) for c in jax.tree_util.tree_leaves(carry))
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    leaves_close(grad(params, xs, "per_step"), grad(params, xs, "hoisted"))
+
+
 def test_bidirectional_merge_modes(setup):
     cell, params, xs = setup
     bi = {"forward": params, "backward": params}
@@ -212,6 +233,8 @@ def test_bad_options_are_clear_errors():
     params = cell.init(jax.random.PRNGKey(0), D)
     with pytest.raises(ValueError, match="backward"):
         recurrence.run(cell, params, jnp.ones((B, T, D)), backward="magic")
+    with pytest.raises(ValueError, match="input_projection"):
+        recurrence.run(cell, params, jnp.ones((B, T, D)), input_projection="lazy")
     with pytest.raises(ValueError, match="merge"):
         recurrence.run_layer(cell, params, jnp.ones((B, T, D)), merge="avg")
     with pytest.raises(ValueError, match="proj_size"):
