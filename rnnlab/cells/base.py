@@ -21,7 +21,6 @@ reset gate), so loading PyTorch weights is a copy and a sum (`rnnlab.interop`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -161,8 +160,3 @@ def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[
 def apply_cell(cell: Cell, params: Params, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
     """One step from a raw input `x_t: [b, d]` (projection included), like a Flax cell call."""
     return step(cell, params, carry, cell.project_inputs(params, x_t))
-
-
-def replace(cell: Cell, **changes: Any) -> Cell:
-    """A copy of `cell` with some fields changed (cells are frozen dataclasses)."""
-    return dataclasses.replace(cell, **changes)  # type: ignore[type-var]

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import attention as att
+from rnnlab import recurrence
 from rnnlab.cells.base import Cell
 from rnnlab.nn import RecurrentStack
 from rnnlab.typing import Array, Carry, Params
@@ -117,8 +118,8 @@ class Backbone(nn.Module, kw_only=True):
     def __post_init__(self) -> None:
         owner = type(self).__name__
         check_choice("attention", self.attention, self.ATTENTION, owner)
-        check_choice("merge", self.merge, ("concat", "sum"), owner)
-        check_choice("backward", self.backward, ("custom", "autodiff"), owner)
+        check_choice("merge", self.merge, recurrence.MERGES, owner)
+        check_choice("backward", self.backward, recurrence.BACKWARDS, owner)
         if self.num_layers < 1:
             raise ValueError(f"{owner}.num_layers must be >= 1, got {self.num_layers}")
         for name in ("dropout", "recurrent_dropout", "zoneout"):
