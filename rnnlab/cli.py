@@ -32,14 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab import distributed
 from rnnlab.optim import OptimConfig, build_optimizer
 from rnnlab.train import NonFiniteLossError, TrainerConfig, configure_compilation_cache, train
-from rnnlab.writers import LoggerConfig, write_results
+from rnnlab.writers import NOT_HPARAMS, RESOLVED_CONFIG, LoggerConfig, write_results
 
 log = logging.getLogger(__name__)
 
 MODEL_KEYS_NOT_BACKBONE = ("name", "cell")
-RESOLVED_CONFIG = "resolved.yaml"
-NOT_HPARAMS = ("data_dir", "task.path", "trainer.quiet", "trainer.compilation_cache_dir")
-"""Overrides that say where or how verbosely, not what: left out of TensorBoard's hparams."""
 
 
 def config_dir() -> Path:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -46,8 +47,9 @@ from rnnlab import distributed
 from rnnlab.checkpoint import CHECKPOINT_DIR, CheckpointConfig, Checkpointer
 from rnnlab.models import count_params
 from rnnlab.optim import Schedule
+from rnnlab.provenance import ProvenanceRecord
 from rnnlab.tasks.base import Batch, Task
-from rnnlab.writers import LoggerConfig, RunWriter, write_results
+from rnnlab.writers import RESULTS_FILE, LoggerConfig, RunWriter, write_results
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,9 @@ class TrainerConfig:
         sample_tokens: length of the text sample logged at each evaluation (language models).
         fault_nan_at_step: testing aid: feed NaN inputs at this step (1-based).
         fault_kill_at_step: testing aid: SIGKILL the process right after this step (1-based).
+        skip_finished: return at once when the run directory already holds the results of a
+            completed run with the same config (what makes re-running an interrupted sweep
+            skip its finished jobs); False trains/evaluates again from the last checkpoint.
     """
 
     steps: int = 2000
@@ -108,6 +113,7 @@ class TrainerConfig:
     sample_tokens: int = 200
     fault_nan_at_step: int | None = None
     fault_kill_at_step: int | None = None
+    skip_finished: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_last"):
@@ -302,6 +308,38 @@ def check_resume_config(
     return diff
 
 
+NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault_", "trainer.skip_")
+"""Snapshot keys that say how a run is watched or tested, not what it computes."""
+
+
+def finished_results(
+    run_dir: Path, config_snapshot: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """`results.json` of a completed run in `run_dir` with the same config, else None.
+
+    Raises:
+        ConfigMismatchError: `run_dir` holds a completed run of another experiment.
+    """
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    saved = results.get("config")
+    if results.get("status") != "completed" or saved is None:
+        return None
+
+    def compared(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
+
+    current = compared(config_snapshot or {})
+    if check_resume_config(compared(saved), current, run_dir):
+        return None  # e.g. more steps: train on from the last checkpoint
+    return results
+
+
 def _place_state(state: State, mesh: jax.sharding.Mesh, batch_size: int) -> State:
     """Replicates everything but the carry, which is split along its batch rows."""
     placed = distributed.shard_tree({k: v for k, v in state.items() if k != "carry"}, mesh, None)
@@ -447,6 +485,27 @@ def _format(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
+PROVENANCE_SUMMARY = ("rnnlab", "git", "packages", "devices")
+"""Provenance keys repeated in `results.json` (the full record is `provenance.json`)."""
+
+
+def _finish_record(record: ProvenanceRecord, checkpointer: Checkpointer) -> Callable[..., bool]:
+    """An exit callback that marks the attempt failed, diverged or interrupted on an exception."""
+
+    def on_exit(exc_type: type[BaseException] | None, *_: Any) -> bool:
+        if exc_type is not None and record.attempt["status"] == "running":
+            if issubclass(exc_type, NonFiniteLossError):
+                status = "diverged"
+            elif issubclass(exc_type, KeyboardInterrupt):
+                status = "interrupted"
+            else:
+                status = "failed"
+            record.finish(status, checkpointer.latest_step())
+        return False
+
+    return on_exit
+
+
 def train(
     task: Task,
     model: nn.Module,
@@ -490,6 +549,15 @@ def train(
         ConfigMismatchError: the run directory belongs to another experiment.
     """
     run_dir = Path(run_dir).absolute()
+    if config.skip_finished:
+        done = finished_results(run_dir, config_snapshot)
+        if done is not None:
+            log.info(
+                "Skipping %s: it already holds the results of this run (status completed, same "
+                "config); trainer.skip_finished=false evaluates it again",
+                run_dir,
+            )
+            return done
     main = distributed.is_main_process()
     steps = total_steps if total_steps is not None else resolve_steps(config, task.steps_per_epoch)
     mesh = distributed.make_mesh()
@@ -519,6 +587,8 @@ def train(
         progress = Progress.from_meta(meta)
         writer = RunWriter(run_dir, logger, purge_step=start + 1 if start else None, enabled=main)
         cleanup.callback(writer.close)
+        record = ProvenanceRecord(run_dir, seed, start, enabled=main)
+        cleanup.push(_finish_record(record, checkpointer))
         if main:
             task.save_assets(run_dir)
         num_params = count_params(state["params"])
@@ -688,7 +758,11 @@ def train(
             },
             "run_dir": str(run_dir),
             "hparams": dict(hparams or {}),
+            "config": dict(config_snapshot or {}),
+            "provenance": {k: record.attempt[k] for k in PROVENANCE_SUMMARY},
         }
+        results["perf"]["wall_s"] = record.wall_s_total
+        record.finish("completed", final_step)
         if main:
             shown = dict(hparams or {"task": task.name, "seed": seed})
             writer.hparams(final_step, shown, {**progress.last_eval, **final_scalars})

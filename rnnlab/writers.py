@@ -24,6 +24,20 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+RESOLVED_CONFIG = "resolved.yaml"
+"""The resolved copy of the composed config that `rnnlab-train` saves in `<run dir>/.hydra/`."""
+NOT_HPARAMS = (
+    "data_dir",
+    "task.path",
+    "trainer.quiet",
+    "trainer.compilation_cache_dir",
+    "trainer.fault_nan_at_step",
+    "trainer.fault_kill_at_step",
+    "trainer.skip_finished",
+)
+"""Overrides that say where, how verbosely or how tested, not what: left out of TensorBoard's
+hparams and of sweep job directory names (`hydra.job.config.override_dirname.exclude_keys` in
+conf/train.yaml lists the same keys, and a test checks that they agree)."""
 
 
 @dataclasses.dataclass

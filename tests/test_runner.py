@@ -71,7 +71,75 @@ def test_multirun_writes_one_named_directory_per_job(tmp_path: Path, cache: Path
         assert (job / ".hydra" / "config.yaml").exists()
         assert "${" not in (job / ".hydra" / "resolved.yaml").read_text()
         assert results["hparams"]["model"] in ("lstm", "gru") and "seed" in results["hparams"]
+        check_provenance(job, results)
     assert (sweep / "multirun.yaml").exists()
+
+
+def check_provenance(job: Path, results: dict) -> None:
+    """provenance.json and results.json say which code, libraries and devices made the run."""
+    import jax
+
+    record = json.loads((job / "provenance.json").read_text())
+    (attempt,) = record["attempts"]
+    assert attempt["status"] == "completed" and attempt["start_step"] == 0
+    assert attempt["end_step"] == results["steps"] and attempt["wall_s"] > 0
+    assert attempt["packages"]["jax"] == jax.__version__
+    assert attempt["devices"]["device_count"] >= 1 and attempt["devices"]["backend"] == "cpu"
+    assert attempt["seed"] == results["seed"] and "-m" in attempt["command"]
+    assert set(attempt["git"]) == {"commit", "dirty", "describe"}
+    if (REPO / ".git").exists():
+        assert len(attempt["git"]["commit"]) == 40 and isinstance(attempt["git"]["dirty"], bool)
+    assert results["provenance"]["git"] == attempt["git"]
+    assert results["perf"]["wall_s"] == pytest.approx(record["wall_s_total"], rel=0.05)
+    assert results["config"]["seed"] == results["seed"]
+    assert results["config"]["model.cell.hidden_size"] == 8
+
+
+def test_interrupted_sweep_resumes_and_skips_finished_jobs(tmp_path: Path, cache: Path) -> None:
+    """A sweep killed in its second job, re-run with the same hydra.sweep.dir: the finished job
+    is skipped, the killed one resumes from its checkpoint, the one never started runs."""
+    sweep = tmp_path / "sweep"
+    args = [*TRAIN, "-m", *TINY, "trainer.checkpoint_every=2", f"hydra.sweep.dir={sweep}"]
+    lengths = "trainer.steps=2,6,4"
+    killed = launch([*args, lengths, "trainer.fault_kill_at_step=5"], cache)
+    assert killed.returncode != 0  # SIGKILL at step 5 of the 6-step job ends the whole sweep
+    names = {p.name for p in sweep.iterdir() if p.is_dir()}
+    assert len(names) == 2 and not (job_dir(sweep, "trainer.steps=6") / "results.json").exists()
+    first = json.loads((job_dir(sweep, "trainer.steps=2") / "results.json").read_text())
+
+    again = launch([*args, lengths], cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("Skipping ") == 1
+    skipped = json.loads((job_dir(sweep, "trainer.steps=2") / "results.json").read_text())
+    assert skipped == first  # untouched
+    assert (
+        len(
+            json.loads((job_dir(sweep, "trainer.steps=2") / "provenance.json").read_text())[
+                "attempts"
+            ]
+        )
+        == 1
+    )
+    resumed = json.loads((job_dir(sweep, "trainer.steps=6") / "provenance.json").read_text())
+    assert [a["status"] for a in resumed["attempts"]] == ["running", "completed"]
+    assert resumed["attempts"][1]["start_step"] == 4  # the last checkpoint before the kill
+    fresh = json.loads((job_dir(sweep, "trainer.steps=4") / "provenance.json").read_text())
+    assert [a["start_step"] for a in fresh["attempts"]] == [0]
+    for steps in (2, 6, 4):
+        results = json.loads(
+            (job_dir(sweep, f"trainer.steps={steps}") / "results.json").read_text()
+        )
+        assert results["status"] == "completed" and results["steps"] == steps
+
+
+def test_sweep_directory_names_leave_out_the_keys_that_are_not_hparams() -> None:
+    from omegaconf import OmegaConf
+
+    from rnnlab.writers import NOT_HPARAMS
+
+    hydra_cfg = OmegaConf.load(REPO / "conf" / "train.yaml").hydra
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    assert excluded - {"experiment"} == set(NOT_HPARAMS)
 
 
 def test_failing_job_keeps_the_others_and_exits_non_zero(tmp_path: Path, cache: Path) -> None:

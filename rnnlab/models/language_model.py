@@ -36,12 +36,18 @@ class LanguageModel(Backbone, kw_only=True):
     Attributes:
         vocab_size: `v`.
         tie_weights: share the embedding as the output matrix.
+        init_scale: when set, the embedding and the output layer's kernel and bias start
+            U(-init_scale, init_scale), as every parameter in Zaremba et al. (2014) (0.1 small,
+            0.05 medium, 0.04 large); None keeps Flax's defaults (normal embedding, LeCun
+            output kernel, zero bias). The cell's own params follow its `input_init` /
+            `recurrent_init`.
     """
 
     ATTENTION: ClassVar[tuple[str, ...]] = ("none",)
 
     vocab_size: int
     tie_weights: bool = False
+    init_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.bidirectional:
@@ -49,7 +55,19 @@ class LanguageModel(Backbone, kw_only=True):
                 "LanguageModel cannot be bidirectional: the backward direction would read the "
                 "tokens it has to predict; set bidirectional=False"
             )
+        if self.init_scale is not None and not self.init_scale > 0:
+            raise ValueError(f"LanguageModel.init_scale must be > 0 or None, got {self.init_scale}")
         super().__post_init__()
+
+    @nn.nowrap
+    def _init(self, default: Any) -> Any:
+        """`default`, or U(-init_scale, init_scale) when `init_scale` is set."""
+        if self.init_scale is None:
+            return default
+        scale = self.init_scale
+        return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+            key, shape, dtype, -scale, scale
+        )
 
     @nn.nowrap
     def zero_carry(self, batch_size: int, dtype: Any = None) -> list[Carry]:
@@ -76,7 +94,12 @@ class LanguageModel(Backbone, kw_only=True):
         Returns:
             (`logits: [b, t, v]`, final carry per layer).
         """
-        embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
+        embed = nn.Embed(
+            self.vocab_size,
+            self.embed_dim,
+            embedding_init=self._init(nn.linear.default_embed_init),
+            name="embed",
+        )
         check_inputs(type(self).__name__, tokens, self.vocab_size)
         xs = self.drop(embed(tokens), train)
         carry, states = self.make_stack(name="stack")(
@@ -84,10 +107,18 @@ class LanguageModel(Backbone, kw_only=True):
         )
         states = self.drop(states, train)
         if not self.tie_weights:
-            return nn.Dense(self.vocab_size, name="output")(states), carry
+            output = nn.Dense(
+                self.vocab_size,
+                kernel_init=self._init(nn.linear.default_kernel_init),
+                bias_init=self._init(nn.initializers.zeros_init()),
+                name="output",
+            )
+            return output(states), carry
         if states.shape[-1] != self.embed_dim:
             states = nn.Dense(self.embed_dim, name="tie_projection")(states)
-        bias = self.param("output_bias", nn.initializers.zeros_init(), (self.vocab_size,))
+        bias = self.param(
+            "output_bias", self._init(nn.initializers.zeros_init()), (self.vocab_size,)
+        )
         return embed.attend(states) + bias[None, None, :], carry
 
 

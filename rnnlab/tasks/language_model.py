@@ -39,10 +39,21 @@ VOCAB_FILE = "vocab.json"
 
 
 def build_language_model(
-    cell: Cell, backbone: Mapping[str, Any], vocab_size: int, tie_weights: bool = False
+    cell: Cell,
+    backbone: Mapping[str, Any],
+    vocab_size: int,
+    tie_weights: bool = False,
+    init_scale: float | None = None,
 ) -> LanguageModel:
     """`LanguageModel` from a cell and the backbone fields (shared by training and sampling)."""
-    return make_model(LanguageModel, cell, backbone, vocab_size=vocab_size, tie_weights=tie_weights)
+    return make_model(
+        LanguageModel,
+        cell,
+        backbone,
+        vocab_size=vocab_size,
+        tie_weights=tie_weights,
+        init_scale=init_scale,
+    )
 
 
 def sample(
@@ -91,6 +102,12 @@ class LanguageModelTask(Task):
         eval_batch_size: rows of the evaluation streams.
         eval_max_windows: evaluate only the first windows (speed); None for the whole text.
         tie_weights: share the embedding with the output layer.
+        init_scale: U(-init_scale, init_scale) init of the embedding and output layer
+            (`LanguageModel.init_scale`); None for Flax's defaults.
+        sum_loss_over_time: minimise the NLL summed over the `bptt` steps and averaged over
+            the batch, as Zaremba et al.'s code and TensorFlow's PTB tutorial do, instead of the
+            per-token mean. It scales the gradient by `bptt`, which their learning rate (1.0) and
+            clipping norm (5) assume. Reported losses stay per token either way.
         sample_tokens: length of the text sample logged at each evaluation (0 for none).
         sample_prompt: text the sample continues; None (the default) continues the first
             `bptt` tokens of the validation text. A model trained with stateful truncated BPTT
@@ -112,6 +129,8 @@ class LanguageModelTask(Task):
         eval_batch_size: int = 16,
         eval_max_windows: int | None = None,
         tie_weights: bool = False,
+        init_scale: float | None = None,
+        sum_loss_over_time: bool = False,
         sample_tokens: int = 200,
         sample_prompt: str | None = None,
         sample_temperature: float = 0.8,
@@ -124,6 +143,8 @@ class LanguageModelTask(Task):
         self.eval_batch_size = eval_batch_size
         self.eval_max_windows = eval_max_windows
         self.tie_weights = tie_weights
+        self.init_scale = init_scale
+        self.sum_loss_over_time = sum_loss_over_time
         self.sample_tokens = sample_tokens
         self.sample_prompt = sample_prompt
         self.sample_temperature = sample_temperature
@@ -160,7 +181,9 @@ class LanguageModelTask(Task):
         return windows
 
     def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return build_language_model(cell, backbone, len(self.vocab), self.tie_weights)
+        return build_language_model(
+            cell, backbone, len(self.vocab), self.tie_weights, self.init_scale
+        )
 
     def train_batch(self, step: int) -> Batch:
         _, window = text.lm_epoch_and_window(step, self.steps_per_epoch)
@@ -196,6 +219,8 @@ class LanguageModelTask(Task):
             rngs=dropout_rngs(key),
         )
         sums, loss = weighted_cross_entropy(logits, batch["targets"])
+        if self.sum_loss_over_time:
+            loss = loss * batch["targets"].shape[1]
         return sums, loss, carry
 
     def derived(self, means: Mapping[str, float]) -> dict[str, float]:

@@ -1,0 +1,154 @@
+"""Rebuild a run's task, model and parameters from its directory (config + checkpoints).
+
+A run directory written by `rnnlab-train` holds `.hydra/config.yaml` (the composed config) and
+`checkpoints/<step>/`. `load_run` builds the objects exactly as `rnnlab.cli.build` did for the
+run (same cell, backbone fields, `trainer.unroll` override, task settings and seed) and restores
+the parameters of a checkpoint, or returns the run's own initial parameters (`init=True`: the
+`PRNGKey(seed)` split that `rnnlab.train` initialises from), so "at initialisation" diagnostics
+see the very parameters the run started from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.tasks.base import Batch, Task
+from rnnlab.typing import Params
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+
+
+class LoadedRun(NamedTuple):
+    """What `load_run` returns.
+
+    Attributes:
+        cfg: the run's composed config (interpolations resolvable, e.g. `${data_dir}`).
+        task: the task, built with the run's seed and training batch size.
+        model: the Flax model (`task.build_model(cell, backbone)`).
+        params: `variables["params"]` of the checkpoint (or the initial ones).
+        step: the checkpoint's step, or None for initial parameters.
+    """
+
+    cfg: DictConfig
+    task: Task
+    model: nn.Module
+    params: Params
+    step: int | None
+
+
+def load_config(
+    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
+) -> DictConfig:
+    """The composed config of a run directory.
+
+    Args:
+        run_dir: a run directory of `rnnlab-train`.
+        data_dir: replaces the config's `data_dir` (where data-backed tasks find their files).
+        **overrides: dotted keys to set, e.g. `{"task.eval_max_windows": 4}`.
+
+    Raises:
+        FileNotFoundError: no `.hydra/config.yaml` in `run_dir`.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} an rnnlab run directory?")
+    cfg = OmegaConf.load(path)
+    if data_dir is not None:
+        cfg.data_dir = str(data_dir)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def build_task_and_model(cfg: DictConfig) -> tuple[Task, nn.Module]:
+    """The task and model a composed config describes (as `rnnlab.cli.build` makes them)."""
+    from hydra.utils import instantiate
+
+    from rnnlab.cli import backbone_fields
+
+    backbone = backbone_fields(cfg.model)
+    unroll = OmegaConf.select(cfg, "trainer.unroll", default=None)
+    if unroll is not None:
+        backbone["unroll"] = unroll
+    batch_size = int(OmegaConf.select(cfg, "trainer.batch_size", default=1))
+    task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=batch_size)
+    return task, task.build_model(instantiate(cfg.model.cell), backbone)
+
+
+def initial_params(cfg: DictConfig, task: Task, model: nn.Module) -> Params:
+    """The parameters the run started from (`rnnlab.train`'s init key of `PRNGKey(seed)`)."""
+    init_key, _ = jax.random.split(jax.random.PRNGKey(int(cfg.seed)))
+    return task.init_params(model, init_key)
+
+
+def parse_checkpoint(checkpoint: str | int | None) -> str | int | None:
+    """`"best"`, `"latest"`/None (-> None) or a step (`"1500"` -> 1500)."""
+    if checkpoint is None or checkpoint == "latest":
+        return None
+    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
+        return int(checkpoint)
+    if checkpoint != "best":
+        raise ValueError(f'checkpoint must be "best", "latest" or a step, got {checkpoint!r}')
+    return checkpoint
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    checkpoint: str | int | None = "best",
+    *,
+    init: bool = False,
+    data_dir: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedRun:
+    """Config, task, model and parameters of a run directory.
+
+    Args:
+        run_dir: a run directory of `rnnlab-train` (`.hydra/config.yaml`, `checkpoints/`).
+        checkpoint: "best" (falls back to the latest, with a warning, when the run recorded no
+            best), "latest"/None, or a step.
+        init: return the run's initial parameters instead (no checkpoint needed).
+        data_dir: replaces the config's `data_dir` (data-backed tasks: char_lm, sentiment, ...).
+        overrides: dotted config keys to set before building (e.g. smaller evaluation sets).
+
+    Returns:
+        A `LoadedRun(cfg, task, model, params, step)`.
+
+    Raises:
+        FileNotFoundError: not a run directory, or no (matching) checkpoint.
+    """
+    from rnnlab.checkpoint import restore_params
+
+    cfg = load_config(run_dir, data_dir, **dict(overrides or {}))
+    task, model = build_task_and_model(cfg)
+    params = initial_params(cfg, task, model)
+    if init:
+        return LoadedRun(cfg, task, model, params, None)
+    step = parse_checkpoint(checkpoint)
+    try:
+        params, used = restore_params(run_dir, params, step)
+    except FileNotFoundError as err:
+        if step != "best" or "no best checkpoint" not in str(err):
+            raise
+        log.warning("%s: no best checkpoint recorded; using the latest", run_dir)
+        params, used = restore_params(run_dir, params, None)
+    return LoadedRun(cfg, task, model, params, int(used))
+
+
+def first_batch(task: Task, split: str | None = None, batch_size: int | None = None) -> Batch:
+    """The first evaluation batch of `split` (the task's first split by default), cut to
+    `batch_size` examples (every leaf's leading axis is the batch)."""
+    split = task.splits[0] if split is None else split
+    batch = next(iter(task.eval_batches(split)))
+    if batch_size is None:
+        return batch
+    return {k: v[:batch_size] if getattr(v, "ndim", 0) else v for k, v in batch.items()}

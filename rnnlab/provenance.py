@@ -1,0 +1,183 @@
+"""Where a result came from: code version, library versions, devices, command, time.
+
+Every run directory gets `provenance.json` (written by `rnnlab.train.train`): one entry per
+attempt (a resumed run adds one), each with the command line, the rnnlab version and git commit
+(and whether the work tree had uncommitted changes), the versions of the libraries that decide
+the numbers, the devices, the seed, the step it started from and its wall time. A table in a
+paper can then say exactly which code and which machine produced it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from rnnlab import __version__
+from rnnlab.writers import write_json
+
+PROVENANCE_FILE = "provenance.json"
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "hydra-core",
+    "omegaconf",
+    "tensorboardX",
+    "numpy",
+)
+"""Distributions whose versions are recorded (those that can change a number or a file)."""
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """`{distribution: version}`, None for one that is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+@functools.cache
+def git_state(source: Path | None = None) -> dict[str, Any]:
+    """The commit of the source tree rnnlab runs from, and whether it has uncommitted changes.
+
+    `{"commit": None, "dirty": None}` when rnnlab is not running from a git checkout (an
+    installed wheel): the version number is then the reference.
+    """
+    root = source or Path(__file__).resolve().parents[1]
+    commit = _git(["rev-parse", "HEAD"], root)
+    if commit is None:
+        return {"commit": None, "dirty": None, "describe": None}
+    status = _git(["status", "--porcelain", "--untracked-files=no"], root)
+    return {
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
+        "describe": _git(["describe", "--always", "--dirty", "--tags"], root),
+    }
+
+
+def device_info() -> dict[str, Any]:
+    """Backend, device kind and counts (global and on this process), process count."""
+    devices = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind if devices else None,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+    }
+
+
+def now_utc() -> str:
+    """The current time as an ISO-8601 UTC string."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def collect(seed: int, start_step: int) -> dict[str, Any]:
+    """The provenance of one attempt of a run, as it starts."""
+    return {
+        "started_at": now_utc(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [],
+        "cwd": os.getcwd(),
+        "rnnlab": __version__,
+        "git": git_state(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "devices": device_info(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "seed": seed,
+        "start_step": start_step,
+        "status": "running",
+    }
+
+
+class ProvenanceRecord:
+    """Appends this attempt to `<run_dir>/provenance.json` and completes it at the end.
+
+    Args:
+        run_dir: the run directory.
+        seed: the run seed.
+        start_step: the step this attempt starts from (0, or the resumed checkpoint's step).
+        enabled: False on every process but the first of a multi-host job.
+    """
+
+    def __init__(self, run_dir: Path, seed: int, start_step: int, enabled: bool = True):
+        self.path = Path(run_dir) / PROVENANCE_FILE
+        self.enabled = enabled
+        self._tic = time.perf_counter()
+        self.attempt = collect(seed, start_step)
+        self.attempts: list[dict[str, Any]] = []
+        if not enabled:
+            return
+        self.attempts = load(self.path).get("attempts", [])
+        self._write()
+
+    def _write(self) -> None:
+        wall = sum(a.get("wall_s", 0.0) for a in self.attempts)
+        write_json(
+            self.path,
+            {
+                "attempts": [*self.attempts, self.attempt],
+                "wall_s_total": wall + self.attempt.get("wall_s", 0.0),
+            },
+        )
+
+    def finish(self, status: str, end_step: int | None = None) -> dict[str, Any]:
+        """Records the end of this attempt; returns it (with `wall_s`)."""
+        self.attempt.update(
+            status=status,
+            finished_at=now_utc(),
+            wall_s=time.perf_counter() - self._tic,
+            end_step=end_step,
+        )
+        if self.enabled:
+            self._write()
+        return self.attempt
+
+    @property
+    def wall_s_total(self) -> float:
+        """Wall time of all attempts so far (this one up to now)."""
+        done = sum(a.get("wall_s", 0.0) for a in self.attempts)
+        return done + self.attempt.get("wall_s", time.perf_counter() - self._tic)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The contents of a `provenance.json` (or of the one in a run directory); {} if absent."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROVENANCE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}

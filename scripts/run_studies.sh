@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The reproduction studies of the README "Results" table (issue 6), one after another, each in a
+# fixed directory so that running this script again resumes: finished jobs are skipped
+# (trainer.skip_finished), interrupted ones continue from their last checkpoint.
+#   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
+# Studies: ptb ett mr char adding copy. Logs: logs/<study>.log. Then:
+#   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TRAIN=${RNNLAB_TRAIN:-.venv/bin/rnnlab-train}
+mkdir -p logs
+export CI=${CI:-true}  # no progress bars in the logs
+
+run() {  # run <study> <rnnlab-train args...>
+  local name=$1; shift
+  echo "=== $name: $(date -u +%FT%TZ) $TRAIN $*" | tee -a "logs/$name.log"
+  "$TRAIN" "$@" >>"logs/$name.log" 2>&1
+  echo "=== $name: exit $? at $(date -u +%FT%TZ)" | tee -a "logs/$name.log"
+}
+
+studies=("$@")
+[ ${#studies[@]} -eq 0 ] && studies=(ptb ett mr char adding copy)
+for study in "${studies[@]}"; do
+  case $study in
+    ptb) run ptb experiment=ptb_zaremba_small ;;
+    ett) run ett -m experiment=ett_lstma hydra.sweep.dir=multirun/ett_lstma/main ;;
+    mr) run mr -m experiment=mr_10fold hydra.sweep.dir=multirun/mr_10fold/main ;;
+    char) run char experiment=char_lm_shakespeare_2layer ;;
+    adding) run adding -m experiment=adding_long_lags hydra.sweep.dir=multirun/adding_long_lags/main ;;
+    copy) run copy -m experiment=copy_lags hydra.sweep.dir=multirun/copy_lags/main ;;
+    *) echo "unknown study $study (ptb ett mr char adding copy)"; exit 2 ;;
+  esac
+done
