@@ -122,25 +122,56 @@ def hydra_hparams(cfg: DictConfig) -> dict[str, Any]:
     return hparams
 
 
+def load_config(
+    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
+) -> DictConfig:
+    """The composed config of a run directory.
+
+    Args:
+        run_dir: a run directory of `rnnlab-train`.
+        data_dir: replaces the config's `data_dir` (where data-backed tasks find their files).
+        **overrides: dotted keys to set, e.g. `{"task.eval_max_windows": 4}`.
+
+    Raises:
+        FileNotFoundError: no `.hydra/config.yaml` in `run_dir`.
+    """
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} an rnnlab run directory?")
+    cfg = OmegaConf.load(path)
+    if data_dir is not None:
+        cfg.data_dir = str(data_dir)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
+    """`(task, model)` a composed config describes: the cell, the backbone fields (with the
+    `trainer.unroll` override), the task with the run's seed and batch size, and its model."""
+    from hydra.utils import instantiate
+
+    backbone = backbone_fields(cfg.model)
+    unroll = OmegaConf.select(cfg, "trainer.unroll", default=None)
+    if unroll is not None:
+        backbone["unroll"] = unroll
+    batch_size = int(OmegaConf.select(cfg, "trainer.batch_size", default=1))
+    task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=batch_size)
+    return task, task.build_model(instantiate(cfg.model.cell), backbone)
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Everything `rnnlab.train.train` needs, built from a composed config.
 
     Returns:
         `{"task", "model", "optimizer", "schedule", "trainer", "logger", "total_steps"}`.
     """
-    from hydra.utils import instantiate
-
     from rnnlab.train import resolve_steps
 
     trainer = as_dataclass(cfg.trainer, TrainerConfig)
     optim = as_dataclass(cfg.optim, OptimConfig)
     logger = as_dataclass(cfg.logger, LoggerConfig)
-    cell = instantiate(cfg.model.cell)
-    backbone = backbone_fields(cfg.model)
-    if trainer.unroll is not None:
-        backbone["unroll"] = trainer.unroll
-    task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=trainer.batch_size)
-    model = task.build_model(cell, backbone)
+    task, model = build_task_and_model(cfg)
     total_steps = resolve_steps(trainer, task.steps_per_epoch)
     optimizer, schedule = build_optimizer(optim, total_steps, task.steps_per_epoch)
     return {
@@ -259,15 +290,12 @@ def sample_from_run(
     from rnnlab.tasks.language_model import VOCAB_FILE, build_language_model, sample
 
     run_dir = Path(run_dir)
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: is {run_dir} an rnnlab run directory?")
+    cfg = load_config(run_dir)
     if not (run_dir / VOCAB_FILE).is_file():
         raise FileNotFoundError(
             f"{run_dir / VOCAB_FILE} not found: sampling needs a language-model run "
             "(task=char_lm or task=word_lm)"
         )
-    cfg = OmegaConf.load(config_file)
     task_class = get_class(cfg.task._target_)
     vocab = Vocabulary.load(run_dir / VOCAB_FILE)
     model = build_language_model(

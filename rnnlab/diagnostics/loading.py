@@ -13,19 +13,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from rnnlab.cli import build_task_and_model, load_config
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.typing import Params
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = Path(".hydra") / "config.yaml"
 
 
 class LoadedRun(NamedTuple):
@@ -44,45 +42,6 @@ class LoadedRun(NamedTuple):
     model: nn.Module
     params: Params
     step: int | None
-
-
-def load_config(
-    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
-) -> DictConfig:
-    """The composed config of a run directory.
-
-    Args:
-        run_dir: a run directory of `rnnlab-train`.
-        data_dir: replaces the config's `data_dir` (where data-backed tasks find their files).
-        **overrides: dotted keys to set, e.g. `{"task.eval_max_windows": 4}`.
-
-    Raises:
-        FileNotFoundError: no `.hydra/config.yaml` in `run_dir`.
-    """
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} an rnnlab run directory?")
-    cfg = OmegaConf.load(path)
-    if data_dir is not None:
-        cfg.data_dir = str(data_dir)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
-    return cfg
-
-
-def build_task_and_model(cfg: DictConfig) -> tuple[Task, nn.Module]:
-    """The task and model a composed config describes (as `rnnlab.cli.build` makes them)."""
-    from hydra.utils import instantiate
-
-    from rnnlab.cli import backbone_fields
-
-    backbone = backbone_fields(cfg.model)
-    unroll = OmegaConf.select(cfg, "trainer.unroll", default=None)
-    if unroll is not None:
-        backbone["unroll"] = unroll
-    batch_size = int(OmegaConf.select(cfg, "trainer.batch_size", default=1))
-    task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=batch_size)
-    return task, task.build_model(instantiate(cfg.model.cell), backbone)
 
 
 def initial_params(cfg: DictConfig, task: Task, model: nn.Module) -> Params:
