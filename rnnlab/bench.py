@@ -236,7 +236,8 @@ def _rnnlab_cell(config: Config) -> Any:
 
 
 def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options: Any) -> Built:
-    """rnnlab's `run_stack` (custom or autodiff backward)."""
+    """rnnlab's `run_stack` (custom or autodiff backward; `kernel="auto"` by default, so the
+    native CPU kernel where it is built, see `rnnlab.kernels`; "rnnlab-xla" forces the scan)."""
     import jax
 
     from rnnlab import recurrence
@@ -313,6 +314,7 @@ def build_torch(config: Config, mode: str) -> Built:
 
 IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built]]] = {
     "rnnlab": (None, build_rnnlab),
+    "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, kernel="xla")),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),

@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab import kernels
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell
+from rnnlab.cells.lstm import LSTMState
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 LAYER_OWNED = ("w_ih", "w_hh", "b")
@@ -262,11 +264,12 @@ def _scan_forward(
     return jax.lax.scan(body, carry0, (inputs, aux), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan_custom(
     cell: Cell,
     unroll: int,
     per_step: bool,
+    native: int | None,
     small: Params,
     w_hh: Array,
     proj: Params,
@@ -275,15 +278,24 @@ def _scan_custom(
     aux: StepAux,
     recurrent_mask: Array | None,
 ) -> tuple[Carry, Array]:
+    """The scan with a hand-written reverse pass. `native` is a `rnnlab.kernels` cell kind to run
+    the recurrence (forward and backward) in the native CPU kernel instead of `lax.scan`; then
+    `inputs` is the unsplit projection `([t, b, g],)`."""
+    if native is not None:
+        out, _ = _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, recurrent_mask, False)
+        return out
     return _scan_forward(
         cell, unroll, per_step, small, w_hh, proj, carry0, inputs, aux, recurrent_mask
     )
 
 
-def _scan_custom_fwd(cell, unroll, per_step, small, w_hh, proj, carry0, inputs, aux, mask):
+def _scan_custom_fwd(cell, unroll, per_step, native, small, w_hh, proj, carry0, inputs, aux, mask):
     """The forward scan, also keeping each step's previous carry, `h_in` and both
     pre-activations (as gate blocks). The backward scan recomputes the gate math from them:
     measured faster on XLA:CPU than scanning out the step's VJP residuals, and it saves memory."""
+    if native is not None:
+        out, saved = _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, mask, True)
+        return out, (small, w_hh, carry0, aux, mask, saved)
     w_hh_t = w_hh.T
 
     def body(carry, step_inputs):
@@ -303,7 +315,9 @@ def _scan_custom_fwd(cell, unroll, per_step, small, w_hh, proj, carry0, inputs, 
     return (carry, ys), saved
 
 
-def _scan_custom_bwd(cell, unroll, per_step, saved, cotangents):
+def _scan_custom_bwd(cell, unroll, per_step, native, saved, cotangents):
+    if native is not None:
+        return _native_bwd(native, saved, cotangents)
     small, w_hh, proj, inputs, h_in, carries, recurrent, projected, aux, mask = saved
     d_carry_last, d_ys = cotangents
 
@@ -343,6 +357,121 @@ def _scan_custom_bwd(cell, unroll, per_step, saved, cotangents):
 _scan_custom.defvjp(_scan_custom_fwd, _scan_custom_bwd)
 
 
+# ----------------------------------------------------------------------------- native kernels
+
+KERNELS = ("auto", "native", "xla")
+
+
+def _native_split(native: int, carry: Carry) -> tuple[Array | None, Array]:
+    """`(c, h)` of an LSTM carry (or zoneout keep), `(None, h)` otherwise."""
+    return (carry.c, carry.h) if native == kernels.LSTM else (None, carry)
+
+
+def _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, mask, save):
+    """The forward recurrence in the native kernel; returns `((carry, ys), residuals)`."""
+    (projected,) = inputs
+    c0, h0 = _native_split(native, carry0)
+    keep_c, keep_h = (
+        (None, None) if aux.zoneout_keep is None else _native_split(native, aux.zoneout_keep)
+    )
+    ys, h_last, c_last, hs, cs, h_in, gates, extra = kernels.forward(
+        native,
+        projected,
+        w_hh,
+        c0,
+        h0,
+        aux.valid,
+        aux.reset,
+        mask,
+        keep_c,
+        keep_h,
+        small.get("b_hn"),
+        save,
+    )
+    carry = LSTMState(c=c_last, h=h_last) if native == kernels.LSTM else h_last
+    return (carry, ys), (hs, cs, h_in, gates, extra)
+
+
+def _native_bwd(native, saved, cotangents):
+    """The reverse pass in the native kernel; `W_hh`'s (and `b_hn`'s) gradients for all steps as
+    one reduction afterwards, like the scan path."""
+    small, w_hh, carry0, aux, mask, (hs, cs, h_in, gates, extra) = saved
+    d_carry_last, d_ys = cotangents
+    c0, h0 = _native_split(native, carry0)
+    d_c, d_h = _native_split(native, d_carry_last)
+    keep_c, keep_h = (
+        (None, None) if aux.zoneout_keep is None else _native_split(native, aux.zoneout_keep)
+    )
+    d_projected, d_recurrent, d_h0, d_c0 = kernels.backward(
+        native,
+        w_hh,
+        c0,
+        h0,
+        aux.valid,
+        aux.reset,
+        mask,
+        keep_c,
+        keep_h,
+        gates,
+        extra,
+        hs,
+        cs,
+        d_ys,
+        d_h,
+        d_c,
+    )
+    d_w_hh = jnp.einsum("tbg,tbh->gh", d_recurrent, h_in)
+    zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
+    d_small = zeros(small)
+    if native == kernels.GRU:
+        d_small["b_hn"] = jnp.sum(d_recurrent[..., 2 * w_hh.shape[1] :], axis=(0, 1))
+    d_carry0 = LSTMState(c=d_c0, h=d_h0) if native == kernels.LSTM else d_h0
+    return d_small, d_w_hh, {}, d_carry0, (d_projected,), zeros(aux), zeros(mask)
+
+
+def native_unsupported(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    initial_carry: Carry | None = None,
+    recurrent_mask: Array | None = None,
+    zoneout_keep: Carry | None = None,
+    backward: str = "custom",
+    input_projection: str = "hoisted",
+) -> str | None:
+    """Why `run` with these arguments cannot use the native kernel (None if it can)."""
+    reason = kernels.unavailable_reason()
+    if reason is not None:
+        return reason
+    if kernels.cell_kind(cell) is None:
+        return f"{cell!r} is not implemented natively"
+    if backward != "custom":
+        return 'backward="autodiff" differentiates the XLA scan'
+    if input_projection != "hoisted":
+        return 'input_projection="per_step" runs on the XLA scan'
+    arrays = [xs]
+    for tree in (params, initial_carry, recurrent_mask, zoneout_keep):
+        arrays += jax.tree_util.tree_leaves(tree)
+    if any(a.dtype != jnp.float32 for a in arrays):
+        return "the native kernel is float32 only"
+    return None
+
+
+def _native_kind(kernel: str, cell: Cell, params: Params, xs: Array, **kwargs: Any) -> int | None:
+    """The native cell kind `run` uses, or None for the XLA scan (see `run`'s `kernel`)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "xla":
+        return None
+    reason = native_unsupported(cell, params, xs, **kwargs)
+    if reason is None:
+        return kernels.cell_kind(cell)
+    if kernel == "native":
+        raise ValueError(f'kernel="native" is not possible here: {reason}')
+    return None
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -360,6 +489,7 @@ def run(
     unroll: int = 1,
     backward: str = "custom",
     input_projection: str = "hoisted",
+    kernel: str = "auto",
 ) -> tuple[Carry, Array]:
     """Run one cell over a batch of sequences in one direction.
 
@@ -388,6 +518,14 @@ def run(
             2-core CPU (`scripts/benchmark.py --impls rnnlab,rnnlab-per-step`): per-step was
             faster for LSTM inference at batch 128 (1.3x) but slower for training and for GRU in
             most configs, so "hoisted" is the default; measure on your hardware.
+        kernel: "auto" (default), "native" or "xla". "native" runs the recurrence (forward and
+            backward) in the optional native CPU kernel (`rnnlab.kernels`: one OpenBLAS sgemm per
+            step plus fused gate math, called through XLA's FFI), "xla" in `lax.scan`. "auto"
+            picks native when the library is built and the call is supported (plain `LSTMCell`,
+            reset-after `GRUCell` or `ElmanCell`; float32; `backward="custom"`; hoisted input
+            projection; any lengths/resets/reverse/recurrent dropout/zoneout), else the scan,
+            silently; "native" raises instead. Native only runs on CPU: on other platforms the
+            same program takes the scan (`lax.platform_dependent`).
 
     Returns:
         (final carry, `ys: [b, t, o]`).
@@ -411,9 +549,20 @@ def run(
                 zoneout_keep,
             )
     per_step = _per_step(input_projection)
+    native = _native_kind(
+        kernel,
+        cell,
+        params,
+        xs,
+        initial_carry=initial_carry,
+        recurrent_mask=recurrent_mask,
+        zoneout_keep=zoneout_keep,
+        backward=backward,
+        input_projection=input_projection,
+    )
     # Time-major from the start: the projection acts on each position alone, so transposing the
     # narrow `[b, t, d]` input is cheaper than transposing the `[b, t, g]` projection.
-    inputs = _scan_inputs(cell, params, jnp.swapaxes(xs, 0, 1), per_step)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
     valid = None if lengths is None else lengths_to_mask(lengths, time).T.astype(dtype)
     aux = StepAux(
         valid=valid, reset=None if resets is None else resets.T, zoneout_keep=zoneout_keep
@@ -421,10 +570,51 @@ def run(
     carry0 = cell.initial_carry(batch, dtype) if initial_carry is None else initial_carry
     small = {k: v for k, v in params.items() if k not in LAYER_OWNED}
     proj = {k: v for k, v in params.items() if k != "w_hh"} if per_step else {}
-    scan = _scan_custom if backward == "custom" else _scan_forward
-    carry, ys = scan(
-        cell, unroll, per_step, small, params["w_hh"], proj, carry0, inputs, aux, recurrent_mask
-    )
+    w_hh = params["w_hh"]
+    if native is None:
+        inputs = _scan_inputs(cell, params, xs_tm, per_step)
+        scan = functools.partial(_scan_custom, cell, unroll, per_step, None)
+        if backward != "custom":
+            scan = functools.partial(_scan_forward, cell, unroll, per_step)
+        carry, ys = scan(small, w_hh, proj, carry0, inputs, aux, recurrent_mask)
+    else:
+        projected = cell.project_inputs(params, xs_tm)
+
+        def on_cpu():
+            return _scan_custom(
+                cell,
+                unroll,
+                per_step,
+                native,
+                small,
+                w_hh,
+                proj,
+                carry0,
+                (projected,),
+                aux,
+                recurrent_mask,
+            )
+
+        def elsewhere():
+            return _scan_custom(
+                cell,
+                unroll,
+                per_step,
+                None,
+                small,
+                w_hh,
+                proj,
+                carry0,
+                _gate_chunks(cell, projected),
+                aux,
+                recurrent_mask,
+            )
+
+        # A CPU-only process needs no dispatch; otherwise the platform picks at lowering time.
+        cpu_only = jax.default_backend() == "cpu"
+        carry, ys = (
+            on_cpu() if cpu_only else jax.lax.platform_dependent(cpu=on_cpu, default=elsewhere)
+        )
     ys = jnp.swapaxes(ys, 0, 1)
     return carry, (reverse_padded(ys, lengths) if reverse else ys)
 
@@ -439,6 +629,7 @@ class RecurrentOptions(NamedTuple):
         unroll: `lax.scan` unroll factor.
         backward: "custom" or "autodiff".
         input_projection: "hoisted" or "per_step" (see `run`).
+        kernel: "auto", "native" or "xla" (see `run`).
     """
 
     dropout: float = 0.0
@@ -447,6 +638,7 @@ class RecurrentOptions(NamedTuple):
     unroll: int = 1
     backward: str = "custom"
     input_projection: str = "hoisted"
+    kernel: str = "auto"
 
 
 DEFAULT_OPTIONS = RecurrentOptions()
@@ -528,6 +720,7 @@ def _run_direction(
         unroll=options.unroll,
         backward=options.backward,
         input_projection=options.input_projection,
+        kernel=options.kernel,
     )
 
 

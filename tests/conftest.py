@@ -10,3 +10,13 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "standard")
+
+
+def pytest_report_header(config) -> str:
+    """Says whether the native CPU kernels are in use (the parity tests then check them too)."""
+    from rnnlab import kernels
+
+    if kernels.available():
+        return "rnnlab native CPU kernels: available (kernel='auto' uses them)"
+    reason = kernels.unavailable_reason()
+    return f"rnnlab native CPU kernels: unavailable ({reason}); XLA scans only"

@@ -1,0 +1,226 @@
+"""The optional native CPU kernel (`rnnlab.kernels`) against the XLA scan path it replaces.
+
+Outputs, final carries and every gradient (params, inputs, initial carry) must agree to 1e-5 with
+`kernel="xla"` under lengths, resets, reverse, bidirectional layers, recurrent dropout, zoneout and
+stacks. Skipped when the library is not built, unless `RNNLAB_REQUIRE_NATIVE=1` (then missing it
+fails)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlab import kernels, recurrence
+from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+
+B, T, D, H = 3, 7, 4, 5
+LENGTHS = jnp.array([7, 4, 1])
+TOL = 1e-5
+
+needs_native = pytest.mark.skipif(
+    not kernels.available(), reason=f"native kernel unavailable: {kernels.unavailable_reason()}"
+)
+
+CELLS = [LSTMCell(H), GRUCell(H), ElmanCell(H), ElmanCell(H, activation="relu")]
+CELL_IDS = ["lstm", "gru", "tanh", "relu"]
+
+
+def test_native_is_available_when_required():
+    if os.environ.get("RNNLAB_REQUIRE_NATIVE") != "1":
+        pytest.skip("set RNNLAB_REQUIRE_NATIVE=1 to require the native kernel")
+    assert kernels.available(), kernels.unavailable_reason()
+
+
+def _random_params(cell, key, input_size):
+    """Params with non-trivial biases (so b_hn and the forget bias matter)."""
+    params = cell.init(key, input_size)
+    keys = iter(jax.random.split(jax.random.fold_in(key, 1), len(params)))
+    return {
+        k: (0.5 * jax.random.normal(next(keys), v.shape) if k.startswith("b") else v)
+        for k, v in params.items()
+    }
+
+
+def _random_carry(cell, key, batch=B):
+    leaves, treedef = jax.tree_util.tree_flatten(cell.initial_carry(batch))
+    keys = jax.random.split(key, len(leaves))
+    draws = [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    return treedef.unflatten(draws)
+
+
+def _assert_close(native, xla):
+    for a, b in zip(jax.tree_util.tree_leaves(native), jax.tree_util.tree_leaves(xla), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOL, rtol=TOL)
+
+
+def _compare(loss, *args):
+    """Value, aux outputs and gradients of `loss(*args, kernel)` for both kernels."""
+    argnums = tuple(range(len(args)))
+    results = [
+        jax.jit(
+            jax.value_and_grad(lambda *a, k=kernel: loss(*a, k), argnums=argnums, has_aux=True)
+        )(*args)
+        for kernel in ("native", "xla")
+    ]
+    _assert_close(*results)
+
+
+def _weighted_loss(ys, carry):
+    """Every output and carry entry gets a different cotangent."""
+    weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+    total = jnp.sum(weights * ys)
+    for leaf in jax.tree_util.tree_leaves(carry):
+        total = total + jnp.sum(jnp.sin(leaf))
+    return total
+
+
+OPTIONS = {
+    "plain": {},
+    "lengths-resets": {"lengths": True, "resets": True},
+    "reverse": {"reverse": True, "lengths": True, "resets": True},
+    "dropout-zoneout": {"recurrent_mask": True, "zoneout": True, "lengths": True},
+}
+CASES = [
+    pytest.param(cell, OPTIONS[name], id=f"{cell_id}-{name}")
+    for cell, cell_id in zip(CELLS, CELL_IDS, strict=True)
+    for name in {"relu": ("dropout-zoneout",), "tanh": ("plain", "reverse")}.get(cell_id, OPTIONS)
+]
+
+
+@needs_native
+@pytest.mark.parametrize("cell,options", CASES)
+def test_run_matches_scan(cell, options):
+    key = jax.random.PRNGKey(0)
+    k_p, k_x, k_c, k_m, k_z, k_r = jax.random.split(key, 6)
+    params = _random_params(cell, k_p, D)
+    xs = jax.random.normal(k_x, (B, T, D))
+    carry0 = _random_carry(cell, k_c)
+    kwargs = {}
+    if options.get("lengths"):
+        kwargs["lengths"] = LENGTHS
+    if options.get("resets"):
+        kwargs["resets"] = jax.random.bernoulli(k_r, 0.25, (B, T))
+    if options.get("reverse"):
+        kwargs["reverse"] = True
+    if options.get("recurrent_mask"):
+        kwargs["recurrent_mask"] = recurrence.recurrent_dropout_mask(k_m, 0.3, (B, H), xs.dtype)
+    if options.get("zoneout"):
+        kwargs["zoneout_keep"] = recurrence.zoneout_keep(k_z, 0.4, cell.initial_carry(B), T)
+
+    def loss(params, xs, carry0, kernel):
+        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+        return _weighted_loss(ys, carry), (carry, ys)
+
+    _compare(loss, params, xs, carry0)
+
+
+@needs_native
+@pytest.mark.parametrize("cell", [LSTMCell(32), GRUCell(32), ElmanCell(32)], ids=CELL_IDS[:3])
+def test_packed_kernel_sizes_match_scan(cell):
+    """Hidden sizes that are multiples of 32 take the packed AVX-512 product (where built);
+    11 rows exercise the 8-row blocks and their remainder."""
+    batch, time, size = 11, 5, 8
+    k_p, k_x, k_c, k_m, k_r = jax.random.split(jax.random.PRNGKey(7), 5)
+    params = _random_params(cell, k_p, size)
+    xs = jax.random.normal(k_x, (batch, time, size))
+    kwargs = {
+        "lengths": jnp.arange(batch) % (time + 1),
+        "resets": jax.random.bernoulli(k_r, 0.2, (batch, time)),
+        "recurrent_mask": recurrence.recurrent_dropout_mask(k_m, 0.3, (batch, 32), xs.dtype),
+    }
+
+    def loss(params, xs, carry0, kernel):
+        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+        return _weighted_loss(ys, carry), (carry, ys)
+
+    _compare(loss, params, xs, _random_carry(cell, k_c, batch))
+
+
+@needs_native
+def test_bidirectional_stack_with_dropout_matches_scan():
+    cell = GRUCell(H)
+    params = recurrence.init_stack(cell, jax.random.PRNGKey(1), D, num_layers=2, bidirectional=True)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (B, T, D))
+    key = jax.random.PRNGKey(3)
+
+    def loss(params, xs, kernel):
+        options = recurrence.RecurrentOptions(
+            dropout=0.2, recurrent_dropout=0.3, zoneout=0.1, kernel=kernel
+        )
+        carries, ys = recurrence.run_stack(
+            cell, params, xs, bidirectional=True, lengths=LENGTHS, options=options, key=key
+        )
+        return _weighted_loss(ys, carries), (carries, ys)
+
+    _compare(loss, params, xs)
+
+
+@needs_native
+def test_inference_and_vmap_match_scan():
+    cell = LSTMCell(H)
+    params = _random_params(cell, jax.random.PRNGKey(4), D)
+    xs = jax.random.normal(jax.random.PRNGKey(5), (2, B, T, D))
+
+    def infer(xs, kernel):
+        return recurrence.run(cell, params, xs, lengths=LENGTHS, kernel=kernel)
+
+    for batched in (
+        lambda k: jax.jit(lambda x: infer(x, k))(xs[0]),
+        lambda k: jax.jit(jax.vmap(lambda x: infer(x, k)))(xs),
+    ):
+        _assert_close(batched("native"), batched("xla"))
+
+
+def test_auto_falls_back_and_native_explains():
+    xs = jnp.zeros((B, T, D))
+    lstm = LSTMCell(H)
+    params = lstm.init(jax.random.PRNGKey(0), D)
+    for cell, kwargs in [
+        (LSTMCell(H, peephole=True), {}),
+        (LSTMCell(H, layer_norm=True), {}),
+        (LSTMCell(H, proj_size=2), {}),
+        (GRUCell(H, reset_after=False), {}),
+        (lstm, {"backward": "autodiff"}),
+        (lstm, {"input_projection": "per_step"}),
+    ]:
+        p = cell.init(jax.random.PRNGKey(0), D)
+        assert recurrence.native_unsupported(cell, p, xs, **kwargs) is not None
+        assert recurrence._native_kind("auto", cell, p, xs, **kwargs) is None
+        with pytest.raises(ValueError, match="native"):
+            recurrence._native_kind("native", cell, p, xs, **kwargs)
+        recurrence.run(cell, p, xs, **kwargs)  # auto: the scan, silently
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+        xs64 = xs.astype(jnp.float64)
+        assert "float32" in recurrence.native_unsupported(lstm, p64, xs64)
+        assert recurrence._native_kind("auto", lstm, p64, xs64) is None
+        _, ys = recurrence.run(lstm, p64, xs64)
+        assert ys.dtype == jnp.float64
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        recurrence.run(lstm, params, xs, kernel="fast")
+    expected = kernels.LSTM if kernels.available() else None
+    assert recurrence._native_kind("auto", lstm, params, xs) == expected
+    assert recurrence._native_kind("xla", lstm, params, xs) is None
+
+
+@needs_native
+def test_platform_dispatch_when_not_cpu_only(monkeypatch):
+    """With an accelerator present, `run` wraps both paths in `lax.platform_dependent`; the CPU
+    lowering must still pick the native kernel and differentiate through it."""
+    cell = LSTMCell(H)
+    params = _random_params(cell, jax.random.PRNGKey(8), D)
+    xs = jax.random.normal(jax.random.PRNGKey(9), (B, T, D))
+
+    def loss(params, xs, kernel):
+        ys = recurrence.run(cell, params, xs, lengths=LENGTHS, kernel=kernel)[1]
+        return jnp.sum(jnp.sin(ys))
+
+    expected = jax.grad(loss)(params, xs, "xla")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    grad = jax.jit(jax.grad(loss), static_argnums=2)
+    assert kernels.FORWARD_TARGET in grad.lower(params, xs, "auto").as_text()
+    _assert_close(grad(params, xs, "auto"), expected)
