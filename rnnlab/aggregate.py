@@ -770,7 +770,8 @@ def plot_versus(
     """`metric` (best, else final) against the hyperparameter `x_key`: mean ± sample std over
     seeds, one line per combination of the other `keys`. A non-numeric `x_key` is categorical;
     a positive one spanning >= 100x (or a learning rate) gets a log axis."""
-    done = [r for r in runs if r.completed]
+    # Runs without the key (another task in the same sweep) have no place on this axis.
+    done = [r for r in runs if r.completed and r.value(x_key) is not None]
     kind = "best" if any(metric_value(r, metric, "best") is not None for r in done) else "final"
     others = [k for k in keys if k != x_key]
     lines = group_runs(done, others)
