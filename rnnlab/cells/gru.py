@@ -68,9 +68,11 @@ class GRUCell(HiddenStateCell):
             params["w_hn"] = init_stacked(rec, k_hn, 1, (h, h))
         return params
 
-    def pointwise(
+    def gates(
         self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
-    ) -> tuple[Array, Array]:
+    ) -> dict[str, Array]:
+        """One step's gate activations, `[b, h]` each: `reset`, `update` (`z`, the weight of the
+        old state) and `candidate` (`n`). `pointwise` is built on it; diagnostics read it."""
         h_prev = carry
         x_r, x_z, x_n = split_gates(projected_t, 3)
         if self.reset_after:
@@ -83,5 +85,12 @@ class GRUCell(HiddenStateCell):
             r = jax.nn.sigmoid(x_r + h_r)
             z = jax.nn.sigmoid(x_z + h_z)
             n = jnp.tanh(x_n + (r * h_prev) @ params["w_hn"].T)
-        h = (1.0 - z) * n + z * h_prev
+        return {"reset": r, "update": z, "candidate": n}
+
+    def pointwise(
+        self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
+    ) -> tuple[Array, Array]:
+        gates = self.gates(params, carry, projected_t, recurrent_t)
+        z = gates["update"]
+        h = (1.0 - z) * gates["candidate"] + z * carry
         return h, h

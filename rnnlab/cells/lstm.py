@@ -110,9 +110,11 @@ class LSTMCell:
     def feedback(self, carry: LSTMState) -> Array:
         return carry.h
 
-    def pointwise(
+    def gates(
         self, params: Params, carry: LSTMState, projected_t: Array, recurrent_t: Array
-    ) -> tuple[LSTMState, Array]:
+    ) -> dict[str, Array]:
+        """One step's gate activations, `[b, h]` each: `input`, `forget`, `output` (sigmoids)
+        and `candidate` (tanh). `pointwise` is built on it; diagnostics read it."""
         if self.layer_norm:
             recurrent_t = layer_norm(recurrent_t, params["ln_h_scale"])
         i, f, g, o = split_gates(projected_t + recurrent_t, 4)
@@ -120,11 +122,19 @@ class LSTMCell:
         if self.peephole:
             i = i + along_last(params["w_ci"], c_prev) * c_prev
             f = f + along_last(params["w_cf"], c_prev) * c_prev
-        c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
+        i, f, g = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g)
         if self.peephole:
+            c = f * c_prev + i * g
             o = o + along_last(params["w_co"], c) * c
+        return {"input": i, "forget": f, "candidate": g, "output": jax.nn.sigmoid(o)}
+
+    def pointwise(
+        self, params: Params, carry: LSTMState, projected_t: Array, recurrent_t: Array
+    ) -> tuple[LSTMState, Array]:
+        gates = self.gates(params, carry, projected_t, recurrent_t)
+        c = gates["forget"] * carry.c + gates["input"] * gates["candidate"]
         c_out = layer_norm(c, params["ln_c_scale"], params["ln_c_bias"]) if self.layer_norm else c
-        h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+        h = gates["output"] * jnp.tanh(c_out)
         if self.proj_size:
             h = h @ params["w_hr"].T
         return LSTMState(c=c, h=h), h

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.attention import lengths_to_mask
-from rnnlab.cells.base import Cell, along_last, layer_norm, split_gates
+from rnnlab.cells.base import Cell
 from rnnlab.cells.elman import ElmanCell
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
@@ -52,38 +52,14 @@ def carry_leaf_names(carry: Carry) -> list[str]:
 def cell_gates(
     cell: Cell, params: Params, carry_prev: Carry, projected_t: Array, recurrent_t: Array
 ) -> dict[str, Array]:
-    """The gate activations of one step, `[b, h]` each, computed as the cell's `pointwise` does.
+    """The gate activations of one step, `[b, h]` each: the cell's own `gates` method (the one
+    its `pointwise` is built on), or none for a cell without gates (Elman).
 
     LSTM: `input`, `forget`, `output` (sigmoids) and `candidate` (tanh `g`); GRU: `reset`,
-    `update` (`z`: weight of the old state) and `candidate` (`n`); Elman and unknown cells: none.
+    `update` (`z`: weight of the old state) and `candidate` (`n`).
     """
-    if isinstance(cell, LSTMCell):
-        if cell.layer_norm:
-            recurrent_t = layer_norm(recurrent_t, params["ln_h_scale"])
-        i, f, g, o = split_gates(projected_t + recurrent_t, 4)
-        c_prev = carry_prev.c
-        if cell.peephole:
-            i = i + along_last(params["w_ci"], c_prev) * c_prev
-            f = f + along_last(params["w_cf"], c_prev) * c_prev
-        i, f, g = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g)
-        if cell.peephole:
-            c = f * c_prev + i * g
-            o = o + along_last(params["w_co"], c) * c
-        return {"input": i, "forget": f, "candidate": g, "output": jax.nn.sigmoid(o)}
-    if isinstance(cell, GRUCell):
-        x_r, x_z, x_n = split_gates(projected_t, 3)
-        if cell.reset_after:
-            h_r, h_z, h_n = split_gates(recurrent_t, 3)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + r * (h_n + along_last(params["b_hn"], h_n)))
-        else:
-            h_r, h_z = split_gates(recurrent_t, 2)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + (r * carry_prev) @ params["w_hn"].T)
-        return {"reset": r, "update": z, "candidate": n}
-    return {}
+    gates = getattr(cell, "gates", None)
+    return {} if gates is None else gates(params, carry_prev, projected_t, recurrent_t)
 
 
 def _row_mask(flag: Array, like: Array) -> Array:
