@@ -367,13 +367,18 @@ def _native_split(native: int, carry: Carry) -> tuple[Array | None, Array]:
     return (carry.c, carry.h) if native == kernels.LSTM else (None, carry)
 
 
+def _native_keep(native: int, aux: StepAux) -> tuple[Array | None, Array | None]:
+    """The zoneout keep masks `(c, h)` for the kernels; `(None, None)` without zoneout."""
+    if aux.zoneout_keep is None:
+        return None, None
+    return _native_split(native, aux.zoneout_keep)
+
+
 def _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, mask, save):
     """The forward recurrence in the native kernel; returns `((carry, ys), residuals)`."""
     (projected,) = inputs
     c0, h0 = _native_split(native, carry0)
-    keep_c, keep_h = (
-        (None, None) if aux.zoneout_keep is None else _native_split(native, aux.zoneout_keep)
-    )
+    keep_c, keep_h = _native_keep(native, aux)
     ys, h_last, c_last, hs, cs, h_in, gates, extra = kernels.forward(
         native,
         projected,
@@ -399,9 +404,7 @@ def _native_bwd(native, saved, cotangents):
     d_carry_last, d_ys = cotangents
     c0, h0 = _native_split(native, carry0)
     d_c, d_h = _native_split(native, d_carry_last)
-    keep_c, keep_h = (
-        (None, None) if aux.zoneout_keep is None else _native_split(native, aux.zoneout_keep)
-    )
+    keep_c, keep_h = _native_keep(native, aux)
     d_projected, d_recurrent, d_h0, d_c0 = kernels.backward(
         native,
         w_hh,
