@@ -140,15 +140,56 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     peaks["jax"] = 2 * n**3 / min(times) / 1e9
     torch = _optional("torch")
     if torch is not None:
-        x = torch.ones(n, n)
+        device = torch_device()
+        x = torch.ones(n, n, device=device)
         x @ x
+        _torch_sync(device)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             x @ x
+            _torch_sync(device)
             times.append(time.perf_counter() - start)
         peaks["torch"] = 2 * n**3 / min(times) / 1e9
     return peaks
+
+
+def torch_device() -> str:
+    """Where torch runs: on CUDA when JAX runs on a GPU (and torch can), else on the CPU, so that
+    both sides of every ratio use the same device."""
+    import jax
+
+    torch = _optional("torch")
+    gpu = jax.default_backend() == "gpu" and torch is not None and torch.cuda.is_available()
+    return "cuda" if gpu else "cpu"
+
+
+def _torch_sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def devices() -> dict[str, Any]:
+    """The devices the timings ran on, and the float32 matmul modes that decide GPU speed."""
+    import jax
+
+    info: dict[str, Any] = {
+        "jax": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+    }
+    torch = _optional("torch")
+    if torch is not None:
+        device = torch_device()
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        info["torch"] = f"{device}: {name}"
+        if device == "cuda":
+            info["torch_tf32"] = {
+                "cudnn": torch.backends.cudnn.allow_tf32,
+                "matmul": torch.backends.cuda.matmul.allow_tf32,
+            }
+    return info
 
 
 def _optional(name: str) -> Any:
@@ -281,9 +322,11 @@ def build_flax(config: Config, mode: str) -> Built:
 
 
 def build_torch(config: Config, mode: str) -> Built:
-    """torch.nn.LSTM / GRU / RNN (time-major, its native layout), eager, Adam for training."""
+    """torch.nn.LSTM / GRU / RNN (time-major, its native layout), eager, Adam for training; on
+    CUDA (cuDNN) when JAX runs on a GPU."""
     import torch
 
+    device = torch_device()
     module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[config.cell]
     torch.manual_seed(0)
     module = module_type(
@@ -291,13 +334,17 @@ def build_torch(config: Config, mode: str) -> Built:
         config.hidden,
         num_layers=config.layers,
         bidirectional=config.directions == 2,
+    ).to(device)
+    xs, target = (
+        torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))).to(device) for a in _data(config)
     )
-    xs, target = (torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))) for a in _data(config))
     if mode == "infer":
 
         def run_infer() -> Any:
             with torch.no_grad():
-                return module(xs)[0]
+                ys = module(xs)[0]
+            _torch_sync(device)
+            return ys
 
         return Built(run_infer)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -307,20 +354,26 @@ def build_torch(config: Config, mode: str) -> Built:
         loss = torch.mean(torch.square(module(xs)[0] - target))
         loss.backward()
         optimizer.step()
+        _torch_sync(device)
         return loss
 
     return Built(run_train)
 
 
-IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built]]] = {
+IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | None]]] = {
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, kernel="xla")),
+    "rnnlab-cudnn": (
+        "cudnn",
+        lambda c, m: build_rnnlab(c, m, kernel="cudnn") if c.cell == "lstm" else None,
+    ),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
     "torch": ("torch", build_torch),
 }
-"""name -> (optional framework it needs, builder)."""
+"""name -> (optional framework it needs, builder; a builder returns None for a config it lacks,
+e.g. cuDNN for GRU)."""
 
 REFERENCES = ("torch", "flax")
 
@@ -372,7 +425,9 @@ def benchmark(
         for mode in modes:
             built = {}
             for name in present:
-                built[name] = IMPLEMENTATIONS[name][1](config, mode)
+                step = IMPLEMENTATIONS[name][1](config, mode)
+                if step is not None:  # None: this implementation has no such config
+                    built[name] = step
             times = time_round_robin(built, repeats, warmup, min_seconds)
             for name, seconds in times.items():
                 median = statistics.median(seconds)
@@ -404,6 +459,7 @@ def benchmark(
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cores": cores,
+            "devices": devices(),
             "matmul_peak_gflops": peaks,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average": {"before": load_before, "after": _load()},
@@ -423,6 +479,10 @@ def _load() -> list[float] | None:
 
 
 def _framework_present(name: str | None) -> bool:
+    if name == "cudnn":
+        from rnnlab.kernels import cudnn
+
+        return cudnn.cuda_present()
     return name is None or _optional(name) is not None
 
 
@@ -471,6 +531,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine['platform']}, {machine['cores']} cores, "
         f"load average {machine.get('load_average')}; "
         f"2048^3 matmul peak GFLOP/s: {peaks}; XLA_FLAGS={machine['xla_flags']!r}",
+        f"Devices: {machine.get('devices')}",
         f"Versions: {machine['versions']}",
         f"Settings: {result['settings']}",
         "",

@@ -123,6 +123,11 @@ class Checkpointer:
         pick = min if self.config.best_mode == "min" else max
         return pick(with_metrics, key=lambda item: item[1][self.config.best_metric])[0]
 
+    def ranking_metric(self, step: int) -> float | None:
+        """The ranking metric `step` was saved with, or None."""
+        metrics = _finite_metrics(self.manager.metrics(step), self.config.best_metric)
+        return None if metrics is None else metrics[self.config.best_metric]
+
     def save(
         self,
         step: int,

@@ -506,6 +506,22 @@ def _finish_record(record: ProvenanceRecord, checkpointer: Checkpointer) -> Call
     return on_exit
 
 
+def _tied_best_step(checkpointer: Checkpointer, best_step: int, best: float | None) -> int | None:
+    """The kept checkpoint equal to the best value when the trainer's own best step is gone.
+
+    Checkpoint retention keeps one best; on a tie (common for accuracy on a small validation
+    set) it may keep a later step than the first one the trainer recorded. That step scores the
+    same, so it stands in for it; None when no kept step has the best value."""
+    kept = checkpointer.best_step()
+    if kept is None or best is None:
+        return None
+    value = checkpointer.ranking_metric(kept)
+    if value is None or not math.isclose(value, float(best), rel_tol=1e-12, abs_tol=0.0):
+        return None
+    log.info("best step %d was a tie; scoring the kept equal step %d", best_step, kept)
+    return kept
+
+
 def train(
     task: Task,
     model: nn.Module,
@@ -714,11 +730,13 @@ def train(
         params, scored_step = state["params"], final_step
         best_step = progress.best_step
         if config.keep_best and best_step not in (None, final_step):
-            if best_step in checkpointer.all_steps():
+            if best_step not in checkpointer.all_steps():
+                best_step = _tied_best_step(checkpointer, best_step, progress.best)
+            if best_step is None:
+                log.warning("the best checkpoint is gone; scoring the final state")
+            elif best_step != final_step:
                 params = checkpointer.restore(best_step, state)[0]["params"]
                 scored_step = best_step
-            else:
-                log.warning("best checkpoint %s is gone; scoring the final state", best_step)
         scored: dict[str, float] = {}
         for split in task.splits:
             if split == task.splits[0] and scored_step == final_step:

@@ -375,3 +375,25 @@ def test_checkpointer_keeps_the_last_k_and_the_best(tmp_path: Path) -> None:
     restored, meta = checkpointer.restore(4, state)
     assert int(restored["step"]) == 4 and meta == {"step": 4}
     checkpointer.close()
+
+
+def test_tied_best_checkpoint_stands_in_for_the_first(tmp_path: Path) -> None:
+    """Equal accuracies at two evaluations: retention may keep the later one, which the trainer
+    must then score instead of falling back to the final state."""
+    from rnnlab.train import _tied_best_step
+
+    state = {"w": jnp.zeros((2,))}
+    checkpointer = Checkpointer(
+        tmp_path, CheckpointConfig(keep_last=1, best_metric="valid/accuracy", best_mode="max")
+    )
+    for step, accuracy in [(2, 0.5), (4, 0.75), (6, 0.75), (8, None)]:
+        metrics = None if accuracy is None else {"valid/accuracy": accuracy}
+        checkpointer.save(step, state, {"step": step}, metrics)
+    checkpointer.wait()
+    kept_best = checkpointer.best_step()
+    assert kept_best in (4, 6) and checkpointer.ranking_metric(kept_best) == 0.75
+    other = 10 - kept_best  # the tied step retention dropped
+    assert other not in checkpointer.all_steps()
+    assert _tied_best_step(checkpointer, other, 0.75) == kept_best
+    assert _tied_best_step(checkpointer, other, 0.8) is None
+    checkpointer.close()
