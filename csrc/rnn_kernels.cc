@@ -13,9 +13,12 @@
 //
 // Cells (attribute `kind`): 0 LSTM (gates i, f, g, o), 1 GRU reset-after (gates r, z, n, with
 // `b_hn` inside the reset gate), 2 Elman tanh, 3 Elman relu. Optional inputs are passed as
-// zero-sized buffers. The per-step product uses the packed AVX-512 kernel below when it applies,
-// else cblas_sgemm handed over by the Python loader (OpenBLAS from `scipy-openblas32`), so
-// nothing is linked at build time.
+// zero-sized buffers. The forward can add the input bias to P itself (LSTM, Elman: one XLA pass
+// over [t, b, g] less) and write `ys` batch-major, `[b, t, h]` (attribute `batch_major`, which
+// the backward's `d ys` then follows), so that no transpose is needed around the call. The
+// per-step product uses the packed AVX-512 kernel below when it applies, else cblas_sgemm handed
+// over by the Python loader (OpenBLAS from `scipy-openblas32`), so nothing is linked at build
+// time.
 
 #include <algorithm>
 #include <atomic>
@@ -84,6 +87,49 @@ inline float fast_tanh(float x) {
   return std::copysign(t, x);
 }
 
+#if defined(__AVX512F__)
+// 16-lane versions of the above for the gate loops: the same exp (range reduction and
+// polynomial; the power of two by vscalefps), and the divisions by a reciprocal estimate refined
+// by one Newton step (~1 ulp; vdivps is the slowest instruction in these loops).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 rcp16(__m512 d) {
+  const __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+inline __m512 sigmoid16(__m512 x) {
+  const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  return rcp16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+inline __m512 tanh16(__m512 x) {
+  const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
+  const __m512i xi = _mm512_castps_si512(x);
+  const __m512 ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, xi));
+  const __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), ax));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(one, e), rcp16(_mm512_add_ps(one, e)));
+  return _mm512_castsi512_ps(
+      _mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(sign, xi)));
+}
+#endif
+
 // One row of pointwise math. `g` holds the pre-activations on entry and the activations on exit.
 // `sh`, `sc`: the (reset) start carry; `hc`, `cc`: the carry, updated in place. `kh`, `kc`:
 // zoneout keep (nullable). `v`: the row is valid (else the carry stays and `y` is zero).
@@ -106,7 +152,21 @@ void lstm_row(int H, float* __restrict g, float* __restrict craw, const float* _
   float* __restrict gf = g + H;
   float* __restrict gg = g + 2 * H;
   float* __restrict go = g + 3 * H;
-  for (int j = 0; j < H; ++j) {
+  int j0 = 0;
+#if defined(__AVX512F__)
+  for (; j0 + 16 <= H; j0 += 16) {
+    const __m512 i = sigmoid16(_mm512_loadu_ps(gi + j0)), f = sigmoid16(_mm512_loadu_ps(gf + j0));
+    const __m512 gt = tanh16(_mm512_loadu_ps(gg + j0)), o = sigmoid16(_mm512_loadu_ps(go + j0));
+    const __m512 c = _mm512_fmadd_ps(f, _mm512_loadu_ps(sc + j0), _mm512_mul_ps(i, gt));
+    _mm512_storeu_ps(gi + j0, i);
+    _mm512_storeu_ps(gf + j0, f);
+    _mm512_storeu_ps(gg + j0, gt);
+    _mm512_storeu_ps(go + j0, o);
+    _mm512_storeu_ps(craw + j0, c);
+    _mm512_storeu_ps(hn + j0, _mm512_mul_ps(o, tanh16(c)));
+  }
+#endif
+  for (int j = j0; j < H; ++j) {
     const float i = sigmoid(gi[j]), f = sigmoid(gf[j]), gt = fast_tanh(gg[j]);
     const float o = sigmoid(go[j]);
     const float c = f * sc[j] + i * gt;
@@ -395,8 +455,9 @@ inline std::pair<int, int> chunk(int c, int n, int size, int align) {
 inline bool worth_parallel(int B, int G, int H) { return int64_t(B) * G * H >= (1 << 18); }
 
 ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
-                   F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 b_hn_b, Out ys, Out hT, Out cT,
-                   Out hs_b, Out cs_b, Out hin_b, Out gates_b, Out aux_b, int32_t kind) {
+                   F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 b_hn_b, F32 bias_b, Out ys, Out hT,
+                   Out cT, Out hs_b, Out cs_b, Out hin_b, Out gates_b, Out aux_b, int32_t kind,
+                   int32_t batch_major) {
   const auto pd = P.dimensions();
   if (pd.size() != 3) return ffi::Error::InvalidArgument("P must be [t, b, g]");
   const int T = pd[0], B = pd[1], G = pd[2];
@@ -404,6 +465,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid
   const bool lstm = kind == kLSTM, gru = kind == kGRU;
   const float *valid = opt(valid_b), *reset = opt(reset_b), *mask = opt(mask_b);
   const float *keep_c = opt(keep_c_b), *keep_h = opt(keep_h_b), *b_hn = opt(b_hn_b);
+  const float* bias = gru ? nullptr : opt(bias_b);  // added to P (the GRU's bias stays in P)
   float *hs = opt(hs_b), *cs = opt(cs_b), *hin_all = opt(hin_b), *gates = opt(gates_b);
   float* aux = opt(aux_b);
   const bool save = gates != nullptr;
@@ -459,8 +521,16 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid
     }
     float* gt = gates_at(t);
     const float* pt = P.typed_data() + t * BG;
-    for (int b = 0; b < B; ++b)
-      std::memcpy(gt + size_t(b) * G + n0, pt + size_t(b) * G + n0, (n1 - n0) * sizeof(float));
+    for (int b = 0; b < B; ++b) {
+      float* __restrict dst = gt + size_t(b) * G + n0;
+      const float* __restrict src = pt + size_t(b) * G + n0;
+      if (bias) {
+        const float* __restrict bs = bias + n0;
+        for (int j = 0; j < n1 - n0; ++j) dst[j] = src[j] + bs[j];
+      } else {
+        std::memcpy(dst, src, (n1 - n0) * sizeof(float));
+      }
+    }
     if (packed) {
       packed_gemm(B, H, hin, H, wp.data(), n0 / kPanel, n1 / kPanel, gt, G, true);
       return;
@@ -476,7 +546,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid
     const size_t row = size_t(b) * H, off = (size_t(t) * B + b) * H;
     const float* kh = keep_h ? keep_h + off : nullptr;
     const float* kc = keep_c ? keep_c + off : nullptr;
-    float* y = y_all + off;
+    float* y = y_all + (batch_major ? (size_t(b) * T + t) * H : off);
     const float* shr = sh.data() + row;
     if (lstm) {
       lstm_row(H, gt + b * size_t(G), at + row, shr, sc.data() + row, hc + row, cc + row, kh, kc,
@@ -519,7 +589,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid
 ffi::Error Backward(ffi::ThreadPool pool, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
                     F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 gates_b, F32 aux_b, F32 hs_b,
                     F32 cs_b, F32 dys_b, F32 dhT, F32 dcT, Out dproj_b, Out drec_b, Out dh0,
-                    Out dc0, int32_t kind) {
+                    Out dc0, int32_t kind, int32_t batch_major) {
   const auto gd = gates_b.dimensions();
   const int T = gd[0], B = gd[1], G = gd[2];
   const int H = W.dimensions()[1];
@@ -577,7 +647,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 W, F32 c0, F32 h0, F32 valid_b, F3
       return;
     }
     // Gradient of the new carry (before zoneout); y is the new h in every cell.
-    const float* __restrict dy = dys + off;
+    const float* __restrict dy = dys + (batch_major ? (size_t(b) * T + t) * H : off);
     const float* __restrict dh_r = dh + row;
     float* __restrict a = dnh.data() + row;
     for (int j = 0; j < H; ++j) a[j] = dh_r[j] + dy[j];
@@ -669,7 +739,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, Forward,
                                   .Arg<F32>()  // zoneout keep c [t, b, h] or empty
                                   .Arg<F32>()  // zoneout keep h [t, b, h] or empty
                                   .Arg<F32>()  // b_hn [h] (GRU) or empty
-                                  .Ret<F32>()  // ys [t, b, h]
+                                  .Arg<F32>()  // bias [g] added to P (not GRU) or empty
+                                  .Ret<F32>()  // ys [t, b, h] ([b, t, h] if batch_major)
                                   .Ret<F32>()  // h_T [b, h]
                                   .Ret<F32>()  // c_T [b, h] (LSTM) or empty
                                   .Ret<F32>()  // hs: carry h after each step (train) or empty
@@ -677,7 +748,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, Forward,
                                   .Ret<F32>()  // h_in [t, b, h] (train) or empty
                                   .Ret<F32>()  // gate activations [t, b, g] (train) or empty
                                   .Ret<F32>()  // LSTM: raw c; GRU: W_hn h + b_hn (train)
-                                  .Attr<int32_t>("kind"));
+                                  .Attr<int32_t>("kind")
+                                  .Attr<int32_t>("batch_major"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, Backward,
                               ffi::Ffi::Bind()
@@ -694,11 +766,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, Backward,
                                   .Arg<F32>()  // aux
                                   .Arg<F32>()  // hs
                                   .Arg<F32>()  // cs
-                                  .Arg<F32>()  // d ys
+                                  .Arg<F32>()  // d ys (layout as the forward's ys)
                                   .Arg<F32>()  // d h_T
                                   .Arg<F32>()  // d c_T
                                   .Ret<F32>()  // d projected [t, b, g]
                                   .Ret<F32>()  // d recurrent [t, b, g] (GRU) or empty
                                   .Ret<F32>()  // d h0
                                   .Ret<F32>()  // d c0 (LSTM) or empty
-                                  .Attr<int32_t>("kind"));
+                                  .Attr<int32_t>("kind")
+                                  .Attr<int32_t>("batch_major"));

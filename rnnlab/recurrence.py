@@ -30,7 +30,7 @@ import numpy as np
 
 from rnnlab import kernels
 from rnnlab.attention import lengths_to_mask
-from rnnlab.cells.base import Cell
+from rnnlab.cells.base import Cell, project_inputs_linear
 from rnnlab.cells.lstm import LSTMState
 from rnnlab.kernels import cudnn
 from rnnlab.typing import Array, Carry, Params, PRNGKey
@@ -281,7 +281,8 @@ def _scan_custom(
 ) -> tuple[Carry, Array]:
     """The scan with a hand-written reverse pass. `native` is a `rnnlab.kernels` cell kind to run
     the recurrence (forward and backward) in the native CPU kernel instead of `lax.scan`; then
-    `inputs` is the unsplit projection `([t, b, g],)`."""
+    `inputs` is the unsplit projection `([t, b, g],)` or `(projection without bias, b [g])`, and
+    `ys` come back batch-major `[b, t, h]` (time-major `[t, b, h]` from the scan)."""
     if native is not None:
         out, _ = _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, recurrent_mask, False)
         return out
@@ -376,8 +377,10 @@ def _native_keep(native: int, aux: StepAux) -> tuple[Array | None, Array | None]
 
 
 def _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, mask, save):
-    """The forward recurrence in the native kernel; returns `((carry, ys), residuals)`."""
-    (projected,) = inputs
+    """The forward recurrence in the native kernel; returns `((carry, ys), residuals)` with `ys`
+    batch-major `[b, t, h]`. `inputs` is `(projected,)` or `(projected without bias, bias)` (the
+    kernel then adds the bias itself)."""
+    projected, bias = inputs if len(inputs) == 2 else (inputs[0], None)
     c0, h0 = _native_split(native, carry0)
     keep_c, keep_h = _native_keep(native, aux)
     ys, h_last, c_last, hs, cs, h_in, gates, extra = kernels.forward(
@@ -393,15 +396,17 @@ def _native_fwd(cell, native, small, w_hh, carry0, inputs, aux, mask, save):
         keep_h,
         small.get("b_hn"),
         save,
+        bias=bias,
+        batch_major=True,
     )
     carry = LSTMState(c=c_last, h=h_last) if native == kernels.LSTM else h_last
-    return (carry, ys), (hs, cs, h_in, gates, extra)
+    return (carry, ys), (hs, cs, h_in, gates, extra, bias)
 
 
 def _native_bwd(native, saved, cotangents):
     """The reverse pass in the native kernel; `W_hh`'s (and `b_hn`'s) gradients for all steps as
     one reduction afterwards, like the scan path."""
-    small, w_hh, carry0, aux, mask, (hs, cs, h_in, gates, extra) = saved
+    small, w_hh, carry0, aux, mask, (hs, cs, h_in, gates, extra, bias) = saved
     d_carry_last, d_ys = cotangents
     c0, h0 = _native_split(native, carry0)
     d_c, d_h = _native_split(native, d_carry_last)
@@ -423,6 +428,7 @@ def _native_bwd(native, saved, cotangents):
         d_ys,
         d_h,
         d_c,
+        batch_major=True,
     )
     d_w_hh = jnp.einsum("tbg,tbh->gh", d_recurrent, h_in)
     zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
@@ -430,7 +436,8 @@ def _native_bwd(native, saved, cotangents):
     if native == kernels.GRU:
         d_small["b_hn"] = jnp.sum(d_recurrent[..., 2 * w_hh.shape[1] :], axis=(0, 1))
     d_carry0 = LSTMState(c=d_c0, h=d_h0) if native == kernels.LSTM else d_h0
-    return d_small, d_w_hh, {}, d_carry0, (d_projected,), zeros(aux), zeros(mask)
+    d_inputs = (d_projected,) if bias is None else (d_projected, jnp.sum(d_projected, axis=(0, 1)))
+    return d_small, d_w_hh, {}, d_carry0, d_inputs, zeros(aux), zeros(mask)
 
 
 def native_unsupported(
@@ -603,9 +610,13 @@ def run(
         return scan_fn(small, w_hh, proj, carry0, inputs, aux, recurrent_mask)
 
     def on_native() -> tuple[Carry, Array]:
-        projected = (cell.project_inputs(params, xs_tm),)
+        if native == kernels.GRU:
+            inputs = (cell.project_inputs(params, xs_tm),)
+        else:  # the plain linear projection (`cell_kind`); the kernel adds the bias
+            inputs = (project_inputs_linear(params, xs_tm, bias=False), params["b"])
         native_fn = functools.partial(_scan_custom, cell, unroll, per_step, native)
-        return native_fn(small, w_hh, proj, carry0, projected, aux, recurrent_mask)
+        carry, ys = native_fn(small, w_hh, proj, carry0, inputs, aux, recurrent_mask)
+        return carry, jnp.swapaxes(ys, 0, 1)  # batch-major from the kernel; XLA folds the swaps
 
     def on_cudnn() -> tuple[Carry, Array]:
         carry, ys = cudnn.lstm(params, xs, carry0, lengths)

@@ -18,6 +18,7 @@ import pytest
 from rnnlab import recurrence
 from rnnlab.cells import GRUCell, LSTMCell
 from rnnlab.kernels import cudnn
+from tests.kernel_checks import weighted_loss
 
 B, T, D, H = 3, 7, 4, 5
 LENGTHS = jnp.array([7, 4, 0])
@@ -69,14 +70,6 @@ def test_unsupported_reasons(monkeypatch):
         recurrence.run(LSTMCell(H), params, xs, kernel="cudnn")
 
 
-def _weighted_loss(ys, carry):
-    weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-    total = jnp.sum(weights * ys)
-    for leaf in jax.tree_util.tree_leaves(carry):
-        total = total + jnp.sum(jnp.sin(leaf))
-    return total
-
-
 def _compare(loss, *args):
     argnums = tuple(range(len(args)))
     with jax.default_matmul_precision("highest"):
@@ -111,7 +104,7 @@ def test_run_matches_scan(reverse, lengths):
         carry, ys = recurrence.run(
             cell, params, xs, initial_carry=carry0, lengths=lengths, reverse=reverse, kernel=kernel
         )
-        return _weighted_loss(ys, carry), (carry, ys)
+        return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, carry0)
 
@@ -127,6 +120,6 @@ def test_bidirectional_stack_matches_scan():
         carries, ys = recurrence.run_stack(
             cell, params, xs, bidirectional=True, lengths=LENGTHS, options=options
         )
-        return _weighted_loss(ys, carries), (carries, ys)
+        return weighted_loss(ys, carries), (carries, ys)
 
     _compare(loss, params, xs)

@@ -16,6 +16,7 @@ import pytest
 
 from rnnlab import kernels, recurrence
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from tests.kernel_checks import weighted_loss
 
 B, T, D, H = 3, 7, 4, 5
 LENGTHS = jnp.array([7, 4, 1])
@@ -69,15 +70,6 @@ def _compare(loss, *args):
     _assert_close(*results)
 
 
-def _weighted_loss(ys, carry):
-    """Every output and carry entry gets a different cotangent."""
-    weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-    total = jnp.sum(weights * ys)
-    for leaf in jax.tree_util.tree_leaves(carry):
-        total = total + jnp.sum(jnp.sin(leaf))
-    return total
-
-
 OPTIONS = {
     "plain": {},
     "lengths-resets": {"lengths": True, "resets": True},
@@ -113,7 +105,7 @@ def test_run_matches_scan(cell, options):
 
     def loss(params, xs, carry0, kernel):
         carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
-        return _weighted_loss(ys, carry), (carry, ys)
+        return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, carry0)
 
@@ -135,9 +127,69 @@ def test_packed_kernel_sizes_match_scan(cell):
 
     def loss(params, xs, carry0, kernel):
         carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
-        return _weighted_loss(ys, carry), (carry, ys)
+        return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, _random_carry(cell, k_c, batch))
+
+
+@needs_native
+@pytest.mark.parametrize("hidden", [16, 40, 48])
+@pytest.mark.parametrize("cell_type", [LSTMCell, ElmanCell], ids=["lstm", "tanh"])
+def test_vector_gate_loop_and_kernel_bias_match_scan(cell_type, hidden):
+    """Hidden sizes around the 16-lane gate loop (exact blocks, and a scalar remainder) on the
+    BLAS product, with the input bias added inside the kernel and `ys` written batch-major, under
+    lengths, resets, recurrent dropout, zoneout and reverse."""
+    cell = cell_type(hidden)
+    batch, time, size = 5, 6, 3
+    k_p, k_x, k_c, k_m, k_r, k_z = jax.random.split(jax.random.PRNGKey(11), 6)
+    params = _random_params(cell, k_p, size)
+    xs = jax.random.normal(k_x, (batch, time, size))
+    kwargs = {
+        "lengths": jnp.array([6, 3, 1, 6, 4]),
+        "resets": jax.random.bernoulli(k_r, 0.2, (batch, time)),
+        "recurrent_mask": recurrence.recurrent_dropout_mask(k_m, 0.3, (batch, hidden), xs.dtype),
+        "zoneout_keep": recurrence.zoneout_keep(k_z, 0.4, cell.initial_carry(batch), time),
+        "reverse": True,
+    }
+
+    def loss(params, xs, carry0, kernel):
+        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+        return weighted_loss(ys, carry), (carry, ys)
+
+    _compare(loss, params, xs, _random_carry(cell, k_c, batch))
+
+
+@needs_native
+def test_kernel_bias_and_batch_major_output():
+    """`kernels.forward` with `bias` and `batch_major` equals adding the bias to the projection
+    and transposing the time-major output."""
+    t, b, h = 4, 3, 32
+    keys = jax.random.split(jax.random.PRNGKey(12), 4)
+    projected = jax.random.normal(keys[0], (t, b, 4 * h))
+    w_hh = 0.2 * jax.random.normal(keys[1], (4 * h, h))
+    bias = jax.random.normal(keys[2], (4 * h,))
+    h0 = c0 = jax.random.normal(keys[3], (b, h))
+    none = (None,) * 6
+    ref = kernels.forward(
+        kernels.LSTM, projected + bias[None, None], w_hh, c0, h0, *none, save=False
+    )
+    out = kernels.forward(
+        kernels.LSTM, projected, w_hh, c0, h0, *none, save=False, bias=bias, batch_major=True
+    )
+    np.testing.assert_allclose(np.swapaxes(out[0], 0, 1), ref[0], atol=1e-6, rtol=1e-6)
+    for a, r in zip(out[1:3], ref[1:3], strict=True):
+        np.testing.assert_allclose(a, r, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="GRU"):
+        kernels.forward(
+            kernels.GRU,
+            projected[..., : 3 * h],
+            w_hh[: 3 * h],
+            None,
+            h0,
+            *none,
+            save=False,
+            bias=bias[: 3 * h],
+        )
 
 
 @needs_native
@@ -154,7 +206,7 @@ def test_bidirectional_stack_with_dropout_matches_scan():
         carries, ys = recurrence.run_stack(
             cell, params, xs, bidirectional=True, lengths=LENGTHS, options=options, key=key
         )
-        return _weighted_loss(ys, carries), (carries, ys)
+        return weighted_loss(ys, carries), (carries, ys)
 
     _compare(loss, params, xs)
 

@@ -93,10 +93,11 @@ def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1
     return y if bias is None else y + along_last(bias, x)
 
 
-def project_inputs_linear(params: Params, xs: Array) -> Array:
-    """The default hoisted input projection: `xs @ w_ih.T + b`, `[..., d] -> [..., g]`."""
+def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array:
+    """The default hoisted input projection: `xs @ w_ih.T + b`, `[..., d] -> [..., g]`
+    (`bias=False`: without `b`, for kernels that add it themselves)."""
     projected = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
-    return projected + along_last(params["b"], projected)
+    return projected + along_last(params["b"], projected) if bias else projected
 
 
 @runtime_checkable

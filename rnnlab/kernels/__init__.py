@@ -127,12 +127,18 @@ def forward(
     keep_h: Array | None,
     b_hn: Array | None,
     save: bool,
+    bias: Array | None = None,
+    batch_major: bool = False,
 ) -> tuple[Array, ...]:
     """The forward recurrence over time-major `projected: [t, b, g]`.
 
-    Returns `(ys, h_T, c_T, hs, cs, h_in, gates, aux)`; the last five (the backward's residuals)
-    and `c_T` (non-LSTM) are empty unless `save`/LSTM."""
+    `bias: [g]` (LSTM and Elman only; None for the GRU) is added to `projected` inside the kernel,
+    saving XLA a pass over `[t, b, g]`. With `batch_major`, `ys` is written `[b, t, h]` (no
+    transpose afterwards). Returns `(ys, h_T, c_T, hs, cs, h_in, gates, aux)`; the last five (the
+    backward's residuals) and `c_T` (non-LSTM) are empty unless `save`/LSTM."""
     _require()
+    if bias is not None and kind == GRU:
+        raise ValueError("the GRU kernel takes its input bias inside `projected`")
     t, b, g = projected.shape
     h = w_hh.shape[1]
     f32 = jnp.float32
@@ -140,7 +146,7 @@ def forward(
     empty = jax.ShapeDtypeStruct((0,), f32)
     lstm = kind == LSTM
     shapes = (
-        seq,
+        jax.ShapeDtypeStruct((b, t, h), f32) if batch_major else seq,
         jax.ShapeDtypeStruct((b, h), f32),
         jax.ShapeDtypeStruct((b, h), f32) if lstm else empty,
         seq if save else empty,
@@ -150,8 +156,10 @@ def forward(
         seq if save and kind in (LSTM, GRU) else empty,
     )
     call = jax.ffi.ffi_call(FORWARD_TARGET, shapes, vmap_method="sequential")
-    args = (projected, w_hh, c0, h0, valid, reset, mask, keep_c, keep_h, b_hn)
-    return call(*(_or_empty(a) for a in args), kind=np.int32(kind))
+    args = (projected, w_hh, c0, h0, valid, reset, mask, keep_c, keep_h, b_hn, bias)
+    return call(
+        *(_or_empty(a) for a in args), kind=np.int32(kind), batch_major=np.int32(batch_major)
+    )
 
 
 def backward(
@@ -171,10 +179,12 @@ def backward(
     d_ys: Array,
     d_h: Array,
     d_c: Array | None,
+    batch_major: bool = False,
 ) -> tuple[Array, Array, Array, Array]:
     """The backward recurrence: `(d_projected, d_recurrent, d_h0, d_c0)`, both `[t, b, g]`
     pre-activation gradients (the same array except for the GRU's n gate; `d_recurrent` is
-    returned as `d_projected` then), and the initial carry's."""
+    returned as `d_projected` then), and the initial carry's. `d_ys` is `[b, t, h]` with
+    `batch_major` (as the forward's `ys`), else `[t, b, h]`."""
     _require()
     t, b, g = gates.shape
     h = w_hh.shape[1]
@@ -190,5 +200,7 @@ def backward(
     )
     call = jax.ffi.ffi_call(BACKWARD_TARGET, shapes, vmap_method="sequential")
     args = (w_hh, c0, h0, valid, reset, mask, keep_c, keep_h, gates, aux, hs, cs, d_ys, d_h, d_c)
-    d_proj, d_rec, d_h0, d_c0 = call(*(_or_empty(a) for a in args), kind=np.int32(kind))
+    d_proj, d_rec, d_h0, d_c0 = call(
+        *(_or_empty(a) for a in args), kind=np.int32(kind), batch_major=np.int32(batch_major)
+    )
     return d_proj, (d_rec if kind == GRU else d_proj), d_h0, d_c0
