@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import statistics
@@ -20,26 +19,10 @@ from pathlib import Path
 import pytest
 
 from rnnlab import aggregate as agg
+from tests.subprocess_runs import REPO, TINY_MODEL, TINY_TASK, TRAIN, job_dir, launch
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
-TINY = [
-    "trainer=debug",
-    "trainer.steps=4",
-    "trainer.eval_every=2",
-    "trainer.quiet=true",
-    "model.cell.hidden_size=8",
-    "task.length=8",
-    "task.eval_batches=1",
-    "task.eval_batch_size=8",
-]
+TINY = [*TINY_MODEL, "trainer.steps=4", "trainer.eval_every=2", *TINY_TASK]
 MONITOR = "valid/mse"
-
-
-def job_dir(sweep: Path, *items: str) -> Path:
-    """The job directory of a sweep whose name (its overrides) contains every item."""
-    (match,) = [p for p in sweep.iterdir() if p.is_dir() and set(items) <= set(p.name.split(","))]
-    return match
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +30,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`sweep/` (4 real runs) and `extra/` (a failed and an interrupted run)."""
     root = tmp_path_factory.mktemp("aggregate")
     sweep = root / "sweep"
-    proc = subprocess.run(
-        [*TRAIN, "-m", "model=lstm,gru", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env={**os.environ, "CI": "true"},  # the default compilation cache: warm on a re-run
-    )
+    # The default compilation cache: warm on a re-run.
+    proc = launch([*TRAIN, "-m", "model=lstm,gru", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     failed = root / "extra" / "model=lstm,seed=2"

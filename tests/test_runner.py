@@ -15,28 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
-TINY = [
-    "trainer=debug",
-    "trainer.steps=2",
-    "trainer.quiet=true",
-    "model.cell.hidden_size=8",
-    "task.length=8",
-    "task.eval_batches=1",
-    "task.eval_batch_size=8",
-]
+from tests.subprocess_runs import REPO, TINY_MODEL, TINY_TASK, TRAIN, job_dir, launch
 
-
-def launch(args: list[str], cache: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RNNLAB_JAX_CACHE": str(cache), "CI": "true"}
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
-
-
-def job_dir(sweep: Path, item: str) -> Path:
-    """The job directory of a sweep whose name (its overrides) contains `item`."""
-    (match,) = [p for p in sweep.iterdir() if p.is_dir() and item in p.name.split(",")]
-    return match
+TINY = [*TINY_MODEL, "trainer.steps=2", *TINY_TASK]
 
 
 @pytest.fixture(scope="module")
