@@ -296,6 +296,15 @@ def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options:
     return _jax_step(apply, params, config, mode)
 
 
+def _build_cudnn(config: Config, mode: str) -> Built | None:
+    """rnnlab with `kernel="cudnn"`: LSTM on CUDA only, None for other cells and platforms."""
+    from rnnlab.kernels import cudnn
+
+    if config.cell != "lstm" or not cudnn.cuda_present():
+        return None
+    return build_rnnlab(config, mode, kernel="cudnn")
+
+
 def build_flax(config: Config, mode: str) -> Built:
     """flax.linen.RNN over OptimizedLSTMCell / GRUCell / SimpleCell, Bidirectional and stacked."""
     import flax.linen as nn
@@ -363,10 +372,7 @@ def build_torch(config: Config, mode: str) -> Built:
 IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | None]]] = {
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, kernel="xla")),
-    "rnnlab-cudnn": (
-        "cudnn",
-        lambda c, m: build_rnnlab(c, m, kernel="cudnn") if c.cell == "lstm" else None,
-    ),
+    "rnnlab-cudnn": (None, _build_cudnn),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
@@ -479,10 +485,6 @@ def _load() -> list[float] | None:
 
 
 def _framework_present(name: str | None) -> bool:
-    if name == "cudnn":
-        from rnnlab.kernels import cudnn
-
-        return cudnn.cuda_present()
     return name is None or _optional(name) is not None
 
 

@@ -113,15 +113,11 @@ class Checkpointer:
         """The kept step with the best ranking metric, or None when none has metrics."""
         if self.config.best_metric is None:
             return None
-        with_metrics = [
-            (s, m)
-            for s in self.all_steps()
-            if (m := _finite_metrics(self.manager.metrics(s), self.config.best_metric))
-        ]
-        if not with_metrics:
+        ranked = [(s, v) for s in self.all_steps() if (v := self.ranking_metric(s)) is not None]
+        if not ranked:
             return None
         pick = min if self.config.best_mode == "min" else max
-        return pick(with_metrics, key=lambda item: item[1][self.config.best_metric])[0]
+        return pick(ranked, key=lambda item: item[1])[0]
 
     def ranking_metric(self, step: int) -> float | None:
         """The ranking metric `step` was saved with, or None."""

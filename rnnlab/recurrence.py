@@ -540,7 +540,7 @@ def run(
             same program takes the scan (`lax.platform_dependent` picks at lowering time).
             "cudnn" runs a plain float32 `LSTMCell` (no resets, recurrent dropout or zoneout)
             in cuDNN's fused LSTM on CUDA (`rnnlab.kernels.cudnn`) and raises elsewhere. "auto"
-            never picks cuDNN: on an H100 the scan trained 1.2-2.0x faster than cuDNN (and than
+            never picks cuDNN: on an H100 the scan trained 1.3-1.7x faster than cuDNN (and than
             torch's cuDNN LSTM) on the benchmark grid (README "Performance").
 
     Returns:

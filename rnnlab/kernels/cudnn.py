@@ -4,7 +4,7 @@
 plain `LSTMCell` in float32 on CUDA when nothing needs a per-step hook (resets, recurrent
 dropout, zoneout, an autodiff or per-step-projection request): cuDNN runs the whole sequence,
 all four gates and the weight gradients in its own kernels, as `torch.nn.LSTM` does on CUDA. It
-is not the default: on an H100 the XLA scan (custom backward) trained 1.2-2.0x faster than this
+is not the default: on an H100 the XLA scan (custom backward) trained 1.3-1.7x faster than this
 path on the benchmark grid, though it compiles slower (1-3 s vs 0.3-0.6 s); measure on yours
 (`scripts/benchmark.py --impls rnnlab,rnnlab-cudnn,torch`).
 
