@@ -5,6 +5,11 @@ attempt (a resumed run adds one), each with the command line, the rnnlab version
 (and whether the work tree had uncommitted changes), the versions of the libraries that decide
 the numbers, the devices, the seed, the step it started from and its wall time. A table in a
 paper can then say exactly which code and which machine produced it.
+
+An attempt's wall time and last step are brought up to date at every checkpoint (`heartbeat`),
+so an attempt that was killed (SIGKILL, power loss: no chance to say so) is found still
+"running" by the next attempt, which marks it "killed" with the time it had run until its last
+checkpoint; `wall_s_total` sums every attempt.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib.metadata
-import json
 import os
 import platform
 import socket
@@ -25,9 +29,8 @@ from typing import Any
 import jax
 
 from rnnlab import __version__
-from rnnlab.writers import write_json
+from rnnlab.rundir import PROVENANCE_FILE, read_json, write_json
 
-PROVENANCE_FILE = "provenance.json"
 PACKAGES = (
     "jax",
     "jaxlib",
@@ -138,18 +141,20 @@ class ProvenanceRecord:
         self.attempts: list[dict[str, Any]] = []
         if not enabled:
             return
-        self.attempts = load(self.path).get("attempts", [])
+        self.attempts = [mark_killed(a) for a in load(self.path).get("attempts", [])]
         self._write()
 
     def _write(self) -> None:
-        wall = sum(a.get("wall_s", 0.0) for a in self.attempts)
         write_json(
             self.path,
-            {
-                "attempts": [*self.attempts, self.attempt],
-                "wall_s_total": wall + self.attempt.get("wall_s", 0.0),
-            },
+            {"attempts": [*self.attempts, self.attempt], "wall_s_total": self.wall_s_total},
         )
+
+    def heartbeat(self, step: int) -> None:
+        """Records how far this attempt has got (called at every checkpoint)."""
+        self.attempt.update(last_step=step, wall_s=time.perf_counter() - self._tic)
+        if self.enabled:
+            self._write()
 
     def finish(self, status: str, end_step: int | None = None) -> dict[str, Any]:
         """Records the end of this attempt; returns it (with `wall_s`)."""
@@ -167,17 +172,31 @@ class ProvenanceRecord:
     def wall_s_total(self) -> float:
         """Wall time of all attempts so far (this one up to now)."""
         done = sum(a.get("wall_s", 0.0) for a in self.attempts)
-        return done + self.attempt.get("wall_s", time.perf_counter() - self._tic)
+        if self.attempt["status"] == "running":
+            return done + time.perf_counter() - self._tic
+        return done + self.attempt["wall_s"]
+
+
+def mark_killed(attempt: dict[str, Any]) -> dict[str, Any]:
+    """An earlier attempt still marked "running" was killed without a word: mark it "killed",
+    its wall time and last step as of its last heartbeat (its last checkpoint)."""
+    if attempt.get("status") != "running":
+        return attempt
+    return {
+        **attempt,
+        "status": "killed",
+        "wall_s": attempt.get("wall_s", 0.0),
+        "end_step": attempt.get("last_step"),
+    }
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The contents of a `provenance.json` (or of the one in a run directory); {} if absent."""
+    """The contents of a `provenance.json` (or of the one in a run directory); {} if absent.
+
+    A damaged file is moved aside (`rundir.set_aside`) and {} returned: the next write starts
+    a new record and the old bytes are kept.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / PROVENANCE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
+    return read_json(path, set_aside_damaged=True) or {}

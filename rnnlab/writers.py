@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-RESOLVED_CONFIG = "resolved.yaml"
-"""The resolved copy of the composed config that `rnnlab-train` saves in `<run dir>/.hydra/`."""
+from rnnlab.checks import check_int
+from rnnlab.rundir import METRICS_FILE, RESULTS_FILE, read_json, read_jsonl, write_json, write_jsonl
+
 NOT_HPARAMS = (
     "data_dir",
     "task.path",
@@ -59,8 +58,8 @@ class LoggerConfig:
     flush_secs: int = 30
 
     def __post_init__(self) -> None:
-        if self.log_every < 1:
-            raise ValueError(f"logger.log_every must be >= 1, got {self.log_every}")
+        check_int("logger.log_every", self.log_every, 1)
+        check_int("logger.flush_secs", self.flush_secs, 1)
 
 
 def _plain(value: Any) -> Any:
@@ -72,40 +71,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Writes `data` as indented JSON atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The log events of a `metrics.jsonl` file, in order."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def truncate_jsonl(path: str | os.PathLike[str], last_step: int) -> None:
-    """Drops the events of `path` logged after `last_step` (a resumed run logs them again)."""
-    events = [e for e in read_jsonl(path) if e.get("step", 0) <= last_step]
-    Path(path).write_text("".join(json.dumps(e) + "\n" for e in events))
+    """Drops the events of `path` logged after `last_step` (a resumed run logs them again), and
+    a torn last line (a run killed while logging), with a warning naming the file."""
+    if Path(path).is_file():
+        write_jsonl(path, [e for e in read_jsonl(path) if e.get("step", 0) <= last_step])
 
 
 def write_results(run_dir: str | os.PathLike[str], results: Mapping[str, Any]) -> Path:
-    """Writes `results.json`; an earlier attempt's file is kept under the key `previous`."""
+    """Writes `results.json`; an earlier attempt's file is kept under the key `previous` (a
+    damaged one is moved aside, not overwritten)."""
     path = Path(run_dir) / RESULTS_FILE
     data = dict(results)
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            previous = None
-        if previous is not None:
-            previous.pop("previous", None)
-            data.setdefault("previous", previous)
+    previous = read_json(path, set_aside_damaged=True)
+    if previous is not None:
+        previous.pop("previous", None)
+        data.setdefault("previous", previous)
     write_json(path, data)
     return path
 
