@@ -39,19 +39,23 @@ from rnnlab.data.text import (
     random_lm_windows,
 )
 from rnnlab.data.timeseries import (
+    MISSING_POLICIES,
     ForecastData,
     denormalize,
     ett_borders,
+    fill_missing,
     fit_standardizer,
     forecast_batch,
     forecast_windows,
     load_ett,
     normalize,
+    parse_numeric_csv,
 )
 
 __all__ = [
     "ADDING_BASELINE_MSE",
     "EVAL_STREAM",
+    "MISSING_POLICIES",
     "TRAIN_STREAM",
     "DataNotFoundError",
     "ForecastData",
@@ -66,6 +70,7 @@ __all__ = [
     "denormalize",
     "encode_and_pad",
     "epoch_permutation",
+    "fill_missing",
     "ett_borders",
     "fit_standardizer",
     "fixed_eval_batches",
@@ -83,6 +88,7 @@ __all__ = [
     "load_word_corpus",
     "normalize",
     "pad_sequences",
+    "parse_numeric_csv",
     "random_lm_windows",
     "sequential_batches",
     "shuffled_batch_indices",

@@ -1,8 +1,12 @@
-"""Errors raised by the data loaders.
+"""Errors raised by the data loaders, and the checks of task settings.
 
 A missing file raises `DataNotFoundError` (a `FileNotFoundError`) whose message names the path
 and the config key that points to it, so a user can fix a run from the message alone.
-Malformed content (empty file, missing column, unparsable number) raises `ValueError`.
+Unusable content (empty file, bytes that are not UTF-8, a NUL byte, a cell that is not a
+number, a ragged CSV row) raises `rnnlab.errors.DataError` naming the file and the place in it
+(byte offset, or line and column). A setting out of range raises `rnnlab.errors.ConfigError`
+naming the dotted config key (`task.horizon must be >= 1, got 0`; the checks are in
+`rnnlab.checks`). Both subclass `ValueError`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rnnlab.errors import ConfigError, DataError
+
 StrPath = str | os.PathLike[str]
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataNotFoundError",
+    "StrPath",
+    "read_text",
+    "require_dir",
+    "require_file",
+]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -58,13 +74,57 @@ def require_dir(path: StrPath, config_key: str, hint: str | None = None) -> Path
     return path
 
 
-def read_text(path: StrPath, config_key: str, hint: str | None = None) -> str:
-    """Reads a UTF-8 file: `DataNotFoundError` if missing, `ValueError` if blank.
+def _line_and_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and byte column of byte `offset` of `raw`."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
-    Undecodable bytes raise `UnicodeDecodeError`, which is a `ValueError`.
+
+def _not_utf8(path: Path, config_key: str, err: UnicodeDecodeError) -> DataError:
+    """The `DataError` for a file whose bytes are not UTF-8; `err` from decoding all of it."""
+    raw = err.object if isinstance(err.object, bytes) else bytes(err.object)
+    line, column = _line_and_column(raw, err.start)
+    bad = raw[err.start : err.end].hex(" ")
+    return DataError(
+        f"{path} is not UTF-8 text: byte offset {err.start} (line {line}, byte {column} of "
+        f"the line) holds 0x{bad}, which UTF-8 cannot decode ({err.reason}). If it is text in "
+        f"another encoding, convert it (e.g. `iconv -f latin1 -t utf-8`); if it is not a text "
+        f"file, set {config_key} to the right file (config key `{config_key}`)."
+    )
+
+
+def read_text(path: StrPath, config_key: str, hint: str | None = None) -> str:
+    """Reads a UTF-8 text file (universal newlines, as `Path.read_text`).
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataError: the file is blank, is not UTF-8 (the message gives the byte offset and line of
+            the first undecodable byte) or holds a NUL byte (a binary file).
     """
     path = require_file(path, config_key, hint)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        # Decode the raw bytes again so that the offset is the file's, whatever chunks the text
+        # reader decoded (only on failure: a good file is read once, exactly as before).
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, config_key, err) from None
+        raise  # pragma: no cover - the two decoders agree on what is UTF-8
     if not text.strip():
-        raise ValueError(f"Data file {path} is empty (config key `{config_key}`).")
+        raise DataError(
+            f"Data file {path} is empty (config key `{config_key}`): it has no text; set "
+            f"{config_key} to a file with data."
+        )
+    nul = text.find("\0")
+    if nul >= 0:
+        raw = path.read_bytes()
+        offset = raw.find(b"\0")
+        line, column = _line_and_column(raw, offset)
+        raise DataError(
+            f"{path} holds a NUL byte at byte offset {offset} (line {line}, byte {column} of the "
+            f"line): it looks like a binary file, not text; set {config_key} to a text file "
+            f"(config key `{config_key}`)."
+        )
     return text

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.checks import check_float
 from rnnlab.data.batching import pad_sequences
-from rnnlab.data.errors import StrPath, read_text, require_dir
+from rnnlab.data.errors import ConfigError, StrPath, read_text, require_dir
 from rnnlab.data.text import Vocabulary
 
 PAD = "<pad>"
@@ -44,7 +45,8 @@ def load_labelled_text_files(
 
     Raises:
         DataNotFoundError: a file does not exist.
-        ValueError: no files, or a file is empty or not UTF-8.
+        DataError: a file is empty, not UTF-8 or binary (see `read_text`).
+        ValueError: no files.
     """
     if not files:
         raise ValueError("load_labelled_text_files needs at least one class file")
@@ -83,9 +85,19 @@ def kfold_split(n: int, num_folds: int, fold: int, seed: int) -> tuple[np.ndarra
 
     Returns:
         `(train_idx, test_idx)`, sorted int64 arrays.
+
+    Raises:
+        ConfigError: `num_folds < 2`, `fold` outside `[0, num_folds)`, or fewer than
+            `num_folds` examples (named by their config keys `task.num_folds`, `task.fold`).
     """
-    if num_folds < 2 or not 0 <= fold < num_folds or n < num_folds:
-        raise ValueError(f"bad k-fold setting: n={n}, num_folds={num_folds}, fold={fold}")
+    if num_folds < 2:
+        raise ConfigError(f"task.num_folds must be >= 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ConfigError(f"task.fold must be in [0, task.num_folds={num_folds}), got {fold}")
+    if n < num_folds:
+        raise ConfigError(
+            f"{n} examples are too few for task.num_folds={num_folds} folds: lower task.num_folds"
+        )
     folds = np.array_split(np.random.default_rng(seed).permutation(n), num_folds)
     test = np.sort(folds[fold])
     train = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != fold]))
@@ -99,12 +111,18 @@ def train_valid_split(n: int, valid_fraction: float, seed: int) -> tuple[np.ndar
 
     Returns:
         `(train_idx, valid_idx)`, sorted int64 arrays, disjoint and covering `range(n)`.
+
+    Raises:
+        ConfigError: `valid_fraction` is not in (0, 1) or leaves no training example
+            (config key `task.valid_fraction`).
     """
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    check_float("task.valid_fraction", valid_fraction, 0.0, 1.0, low_open=True, high_open=True)
     num_valid = max(1, round(n * valid_fraction))
     if num_valid >= n:
-        raise ValueError(f"valid_fraction {valid_fraction} leaves no training data of {n}")
+        raise ConfigError(
+            f"task.valid_fraction={valid_fraction} of {n} training examples leaves none for "
+            "training: lower task.valid_fraction (or use more data)"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[num_valid:]), np.sort(perm[:num_valid])
 
@@ -128,7 +146,9 @@ def build_vocab(
     )
     if max_size is not None:
         if max_size < 2:
-            raise ValueError(f"max_size must be >= 2 (<pad>, <unk>), got {max_size}")
+            raise ConfigError(
+                f"task.max_vocab (max_size) must be >= 2 (<pad>, <unk>) or null, got {max_size}"
+            )
         words = words[: max_size - 2]
     return Vocabulary((PAD, UNK, *words), unk=UNK)
 

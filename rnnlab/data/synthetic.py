@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data.batching import EVAL_STREAM, TRAIN_STREAM, step_rng
+from rnnlab.errors import ConfigError
 
 ADDING_BASELINE_MSE = 1.0 / 6.0
 """MSE of always predicting 1.0 on the adding task: Var(U1 + U2) = 2 / 12 = 1/6 ≈ 0.167."""
@@ -48,7 +49,7 @@ def adding_batch(
         `inputs` `[b, t, 2]` float32 and `targets` `[b, 1]` float32.
     """
     if length < 2:
-        raise ValueError(f"adding task needs length >= 2, got {length}")
+        raise ConfigError(f"task.length must be >= 2 for the adding task, got {length}")
     rng = step_rng(seed, step, stream)
     values = rng.random((batch_size, length), dtype=np.float32)
     half = length // 2
@@ -99,11 +100,9 @@ def copy_batch(
     Returns:
         `inputs` `[b, T]` int32, `targets` `[b, T]` int32, `weights` `[b, T]` float32.
     """
-    if lag < 1 or copy_length < 1 or num_symbols < 1:
-        raise ValueError(
-            f"copy task needs lag, copy_length, num_symbols >= 1, got {lag}, {copy_length}, "
-            f"{num_symbols}"
-        )
+    for key, value in (("lag", lag), ("copy_length", copy_length), ("num_symbols", num_symbols)):
+        if value < 1:
+            raise ConfigError(f"task.{key} must be >= 1 for the copy task, got {value}")
     total = lag + 2 * copy_length
     rng = step_rng(seed, step, stream)
     symbols = rng.integers(1, num_symbols + 1, size=(batch_size, copy_length), dtype=np.int32)

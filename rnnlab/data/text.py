@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.checks import check_float
 from rnnlab.data.batching import TRAIN_STREAM, step_rng
-from rnnlab.data.errors import StrPath, read_text, require_dir
+from rnnlab.data.errors import ConfigError, StrPath, read_text, require_dir
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -125,10 +126,11 @@ def load_char_corpus(
 
     Raises:
         DataNotFoundError: the file does not exist.
-        ValueError: the file is empty or too short to give both splits.
+        DataError: the file is empty, not UTF-8 or binary (see `read_text`).
+        ConfigError: `train_fraction` is not in (0, 1), or the file is too short for it to
+            leave characters in both splits.
     """
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    check_float("task.train_fraction", train_fraction, 0.0, 1.0, low_open=True, high_open=True)
     text = read_text(
         path,
         config_key,
@@ -138,8 +140,10 @@ def load_char_corpus(
     ids = vocab.encode(text)
     split = int(len(ids) * train_fraction)
     if split == 0 or split == len(ids):
-        raise ValueError(
-            f"{path} has {len(ids)} characters: too few for a {train_fraction} train split"
+        raise ConfigError(
+            f"{path} has {len(ids)} characters: too few for task.train_fraction={train_fraction} "
+            "to leave characters in both the train and the valid split; use a longer file or "
+            "change task.train_fraction"
         )
     return ids[:split], ids[split:], vocab
 
@@ -201,7 +205,8 @@ def load_word_corpus(
 
     Raises:
         DataNotFoundError: the directory or a file does not exist.
-        ValueError: a file is empty, or no train file was given.
+        DataError: a file is empty, not UTF-8 or binary (see `read_text`).
+        ValueError: no train file was given.
     """
     paths: dict[str, StrPath | None] = {"train": train, "valid": valid, "test": test}
     if directory is not None:

@@ -5,23 +5,46 @@ Time-Series Forecasting", AAAI 2021), `Dataset_ETT_hour`: 12/4/4 months of 30 da
 train/val/test, val and test slices starting `input_len` rows early so that their first
 *target* rows are 8640 and 11520, z-scoring with train-split statistics, and stride-1 windows.
 MSE/MAE are reported on the normalized scale.
+
+Reading a CSV (`parse_numeric_csv`) is strict: a cell that is not a number, an infinity
+(`inf`, or a number too large for float64) or a ragged row is a `DataError` naming the file,
+the 1-based line and the column. A *missing* value, an empty cell or `nan` (any case), is
+handled by an explicit policy (`fill_missing`, config key `task.missing`):
+
+- `error` (the default): a missing value is a `DataError` naming its line and column;
+- `drop`: rows with a missing value are removed before the split, so the split sizes count the
+  remaining rows;
+- `ffill`: a missing value takes the last number above it in its column; a missing value
+  before a column's first number cannot be filled and is an error;
+- `interpolate`: linear interpolation in the row position between the numbers above and below
+  (the ETT rows are evenly spaced in time); a missing value before a column's first number or
+  after its last is an error.
+
+Infinity is never "missing": it is an error under every policy, as is any other text. The
+policy applies to the columns the task reads (`features`); the other columns are only checked
+for text and infinities. A file without missing values loads identically under every policy.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from rnnlab.data.errors import StrPath, read_text
+from rnnlab.checks import check_choice
+from rnnlab.data.errors import ConfigError, DataError, StrPath, read_text
 
 ETT_COLUMNS = ("date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 ETTH_TRAIN_ROWS = 12 * 30 * 24
 ETTH_VAL_ROWS = 4 * 30 * 24
 ETTH_TEST_ROWS = 4 * 30 * 24
 _ETT_HINT = "download ETTh1.csv from github.com/zhouhaoyi/ETDataset (ETT-small/)"
+MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
+"""Choices of `task.missing` (see the module docstring)."""
+MISSING_KEY = "task.missing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,42 +93,274 @@ def ett_borders(
     `border2s = [train, train + val, train + val + test]` (Informer calls `input_len` `seq_len`).
     The defaults are the hourly files': train [0, 8640), val [8640 - input_len, 11520),
     test [11520 - input_len, 14400).
+
+    Raises:
+        ConfigError: `input_len` is not in `[1, train_rows]`, or a split size is negative.
     """
+    for key, rows in (("train_rows", train_rows), ("val_rows", val_rows), ("test_rows", test_rows)):
+        if rows < 0:
+            raise ConfigError(f"task.{key} must be >= 0, got {rows}")
     if not 0 < input_len <= train_rows:
-        raise ValueError(f"input_len must be in [1, {train_rows}], got {input_len}")
+        raise ConfigError(
+            f"task.input_len must be in [1, task.train_rows={train_rows}], got {input_len}"
+        )
     b2 = (train_rows, train_rows + val_rows, train_rows + val_rows + test_rows)
     return (0, b2[0]), (b2[0] - input_len, b2[1]), (b2[1] - input_len, b2[2])
 
 
-def read_numeric_csv(
+@dataclasses.dataclass(frozen=True)
+class NumericTable:
+    """The numeric columns of a CSV file as read, before a missing-value policy.
+
+    Attributes:
+        path: the file.
+        values: `[n, f]` float64; NaN where a cell is missing (empty or `nan`).
+        columns: the `f` column names.
+        fields: the 1-based position of each column in the file's rows.
+        lines: `[n]` int64, the 1-based line of each row in the file.
+        missing: the text of each missing cell, by `(line, field)` (an empty string for an
+            empty cell).
+    """
+
+    path: Path
+    values: np.ndarray
+    columns: tuple[str, ...]
+    fields: tuple[int, ...]
+    lines: np.ndarray
+    missing: Mapping[tuple[int, int], str]
+
+    def where(self, row: int, col: int) -> str:
+        """`"<file> line L, column 'NAME' (field F)"` for a cell, in error messages."""
+        return (
+            f"{self.path} line {int(self.lines[row])}, column {self.columns[col]!r} "
+            f"(field {self.fields[col]})"
+        )
+
+    def missing_text(self, row: int, col: int) -> str:
+        """How a missing cell reads: `empty cell` or its text, e.g. `'NaN'`."""
+        text = self.missing.get((int(self.lines[row]), self.fields[col]), "")
+        return "empty cell" if not text.strip() else repr(text)
+
+    def select(self, order: Sequence[int]) -> NumericTable:
+        """The table with columns `order` (indices into `columns`), in that order."""
+        return dataclasses.replace(
+            self,
+            values=self.values[:, list(order)],
+            columns=tuple(self.columns[i] for i in order),
+            fields=tuple(self.fields[i] for i in order),
+        )
+
+    def take_rows(self, keep: np.ndarray) -> NumericTable:
+        """The table with the rows where the boolean `keep` `[n]` is true."""
+        return dataclasses.replace(self, values=self.values[keep], lines=self.lines[keep])
+
+
+def _is_blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _first(mask: np.ndarray) -> tuple[int, int]:
+    """`(row, col)` of the first true entry of a `[n, f]` mask in file order (row-major)."""
+    flat = int(np.argmax(mask.reshape(-1)))
+    return divmod(flat, mask.shape[1])
+
+
+def parse_numeric_csv(
     path: StrPath, config_key: str = "task.path", hint: str | None = None
+) -> NumericTable:
+    """The numeric columns of a CSV with a header row; a `date` column is dropped.
+
+    Blank lines are skipped. Missing values (an empty cell, `nan`) become NaN, for
+    `fill_missing` to handle.
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataError: the file is empty, not UTF-8 or has no data rows; a row has a different
+            number of fields than the header; the header repeats a column name; a cell is
+            not a number or is infinite (the message names the line and the column).
+    """
+    text = read_text(path, config_key, hint)
+    path = Path(path)
+    reader = csv.reader(text.splitlines())
+    header: list[str] | None = None
+    body: list[list[str]] = []
+    lines: list[int] = []
+    for row in reader:
+        if _is_blank(row):
+            continue
+        if header is None:
+            header = [name.strip() for name in row]
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                f"{path} line {reader.line_num} has {len(row)} fields, the header (line 1) has "
+                f"{len(header)}: fix the row (a missing value is an empty field between commas)"
+            )
+        body.append(row)
+        lines.append(reader.line_num)
+    assert header is not None  # read_text refuses a blank file
+    if not body:
+        raise DataError(f"{path} has a header but no data rows: give {config_key} a file with data")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"{path} line 1: the header names column {name!r} twice; rename one")
+        seen.add(name)
+    keep = [i for i, name in enumerate(header) if name.lower() != "date"]
+    table = NumericTable(
+        path=path,
+        values=np.empty((len(body), len(keep)), dtype=np.float64),
+        columns=tuple(header[i] for i in keep),
+        fields=tuple(i + 1 for i in keep),
+        lines=np.asarray(lines, dtype=np.int64),
+        missing={},
+    )
+    values = table.values
+    for r, row in enumerate(body):
+        try:
+            values[r] = [float(row[i]) for i in keep]
+        except ValueError:
+            values[r] = [_parse_cell(table, r, c, row[i], values[:r]) for c, i in enumerate(keep)]
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise _infinite(table, body, keep, *_first(infinite))
+    missing = {(lines[r], keep[c] + 1): body[r][keep[c]] for r, c in np.argwhere(np.isnan(values))}
+    return dataclasses.replace(table, missing=missing) if missing else table
+
+
+def _parse_cell(table: NumericTable, row: int, col: int, text: str, above: np.ndarray) -> float:
+    """One cell of a row that did not parse as a whole: NaN if missing, else the number."""
+    if not text.strip():
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    infinite = np.isinf(above)  # report the first bad cell of the file
+    if infinite.any():
+        r, c = _first(infinite)
+        number = repr(f"{above[r, c]:g}")
+        raise DataError(f"{table.where(r, c)}: {number} is not a finite number; {_INF_FIX}")
+    raise DataError(
+        f"{table.where(row, col)}: {text!r} is non-numeric text; every cell of a numeric column "
+        f"must be a number (a missing value is an empty cell or nan, see {MISSING_KEY}): fix the "
+        "cell or remove the row"
+    )
+
+
+_INF_FIX = (
+    f"infinity is not a missing value under any {MISSING_KEY} policy: fix the cell or remove the "
+    "row"
+)
+
+
+def _infinite(
+    table: NumericTable, body: list[list[str]], keep: list[int], r: int, c: int
+) -> DataError:
+    return DataError(
+        f"{table.where(r, c)}: {body[r][keep[c]]!r} is not a finite number; {_INF_FIX}"
+    )
+
+
+def fill_missing(
+    table: NumericTable, missing: str = "error", config_key: str = MISSING_KEY
+) -> NumericTable:
+    """Applies a missing-value policy (see the module docstring) to every column of `table`.
+
+    Args:
+        table: from `parse_numeric_csv` (restrict it to the columns used with `select` first).
+        missing: "error", "drop", "ffill" or "interpolate".
+        config_key: config key of the policy, named in the messages.
+
+    Returns:
+        A table without NaN (`table` itself if it had none).
+
+    Raises:
+        ConfigError: unknown policy.
+        DataError: a missing value under "error"; one that "ffill" or "interpolate" cannot fill
+            (before the first number of its column, or after the last for "interpolate"); no
+            row left after "drop".
+    """
+    check_choice(config_key, missing, MISSING_POLICIES)
+    mask = np.isnan(table.values)
+    if not mask.any():
+        return table
+    others = ", ".join(p for p in MISSING_POLICIES if p != "error")
+    if missing == "error":
+        r, c = _first(mask)
+        raise DataError(
+            f"{table.where(r, c)}: missing value ({table.missing_text(r, c)}); set "
+            f"{config_key}=drop, ffill or interpolate to handle missing values, or fill the cell"
+        )
+    if missing == "drop":
+        keep = ~mask.any(axis=1)
+        if not keep.any():
+            raise DataError(
+                f"{table.path}: every row has a missing value in the columns {table.columns}, so "
+                f"{config_key}=drop leaves no data: fill the cells or use another policy ({others})"
+            )
+        return table.take_rows(keep)
+    values = table.values.copy()
+    rows = np.arange(len(values))
+    for c in range(values.shape[1]):
+        gaps = mask[:, c]
+        if not gaps.any():
+            continue
+        known = rows[~gaps]
+        if known.size == 0:
+            raise DataError(
+                f"{table.where(0, c)}: column {table.columns[c]!r} has no numbers at all, so "
+                f"{config_key}={missing} cannot fill it: fill the column or choose other columns "
+                "(task.features, task.target)"
+            )
+        if known[0] > 0:
+            raise DataError(
+                f"{table.where(0, c)}: missing value ({table.missing_text(0, c)}) before the "
+                f"first number of column {table.columns[c]!r}, which {config_key}={missing} "
+                f"cannot fill: set {config_key}=drop, or fill the cell"
+            )
+        if missing == "ffill":
+            last = np.maximum.accumulate(np.where(gaps, 0, rows))
+            values[:, c] = values[last, c]
+            continue
+        if gaps[known[-1] + 1 :].any():
+            r = int(known[-1]) + 1
+            raise DataError(
+                f"{table.where(r, c)}: missing value ({table.missing_text(r, c)}) after the last "
+                f"number of column {table.columns[c]!r}, which {config_key}=interpolate cannot "
+                f"fill (it needs a number on each side): set {config_key}=drop or ffill, or fill "
+                "the cell"
+            )
+        values[gaps, c] = np.interp(rows[gaps], known, values[known, c])
+    return dataclasses.replace(table, values=values)
+
+
+def read_numeric_csv(
+    path: StrPath,
+    config_key: str = "task.path",
+    hint: str | None = None,
+    missing: str = "error",
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Numeric columns of a CSV with a header row; a `date` column is dropped.
+
+    Args:
+        path: the CSV file.
+        config_key: config key of the path, named in the errors.
+        hint: where to get the file, for the error if it is missing.
+        missing: missing-value policy over every numeric column (see `fill_missing`).
 
     Returns:
         `(values [n, f] float64, column names)`.
 
     Raises:
         DataNotFoundError: the file does not exist.
-        ValueError: empty file, no data rows, ragged rows or non-numeric values.
+        DataError: empty file, no data rows, ragged rows, non-numeric or infinite values, or
+            missing values the policy refuses (see `parse_numeric_csv`, `fill_missing`).
+        ConfigError: unknown `missing` policy.
     """
-    rows = list(csv.reader(read_text(path, config_key, hint).splitlines()))
-    rows = [row for row in rows if row]
-    header, body = [name.strip() for name in rows[0]], rows[1:]
-    if not body:
-        raise ValueError(f"{path} has a header but no data rows")
-    keep = [i for i, name in enumerate(header) if name.lower() != "date"]
-    values = np.empty((len(body), len(keep)), dtype=np.float64)
-    for r, row in enumerate(body):
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path} line {r + 2} has {len(row)} fields, the header has {len(header)}"
-            )
-        try:
-            values[r] = [float(row[i]) for i in keep]
-        except ValueError:
-            raise ValueError(f"{path} line {r + 2} has a non-numeric value: {row}") from None
-    return values, tuple(header[i] for i in keep)
+    check_choice(MISSING_KEY, missing, MISSING_POLICIES)
+    table = fill_missing(parse_numeric_csv(path, config_key, hint), missing)
+    return table.values, table.columns
 
 
 def load_ett(
@@ -117,6 +372,7 @@ def load_ett(
     val_rows: int = ETTH_VAL_ROWS,
     test_rows: int = ETTH_TEST_ROWS,
     config_key: str = "task.path",
+    missing: str = "error",
 ) -> ForecastData:
     """An ETT CSV (`date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT`) split and z-scored as Informer.
 
@@ -128,25 +384,43 @@ def load_ett(
             and out, target last; `"MS"` every column in, the target alone out.
         train_rows, val_rows, test_rows: split sizes (defaults: hourly ETT, 12/4/4 months).
         config_key: config key named in the error if the file is missing.
+        missing: policy for missing values in the columns used (`task.missing`: "error",
+            "drop", "ffill" or "interpolate"; see the module docstring). Filled values enter
+            the train statistics like any other.
 
     Returns:
         A `ForecastData`; mean/std are fitted on the train rows only (`StandardScaler`).
 
     Raises:
         DataNotFoundError: the file does not exist.
-        ValueError: malformed CSV, unknown target or `features`, or too few rows.
+        DataError: malformed CSV (see `parse_numeric_csv`), or missing values the policy
+            refuses (see `fill_missing`).
+        ConfigError: unknown target, `features` or `missing`, or a file with fewer rows than
+            the split needs.
     """
-    if features not in ("S", "M", "MS"):
-        raise ValueError(f"features must be 'S', 'M' or 'MS', got {features!r}")
-    values, columns = read_numeric_csv(path, config_key, _ETT_HINT)
+    check_choice("task.features", features, ("S", "M", "MS"))
+    check_choice(MISSING_KEY, missing, MISSING_POLICIES)
+    table = parse_numeric_csv(path, config_key, _ETT_HINT)
+    columns = table.columns
     if target not in columns:
-        raise ValueError(f"{path} has no target column {target!r}; columns: {columns}")
+        raise ConfigError(
+            f"task.target={target!r} is not a numeric column of {path}; its columns: "
+            f"{', '.join(columns)}"
+        )
     t = columns.index(target)
     order = [t] if features == "S" else [i for i in range(len(columns)) if i != t] + [t]
-    values, columns = values[:, order], tuple(columns[i] for i in order)
+    selected = table.select(order)
+    table = fill_missing(selected, missing)
+    values, columns = table.values, table.columns
     (tr0, tr1), (va0, va1), (te0, te1) = ett_borders(input_len, train_rows, val_rows, test_rows)
     if len(values) < te1:
-        raise ValueError(f"{path} has {len(values)} rows; the split needs {te1}")
+        dropped = len(selected.values) - len(values)
+        after = f" ({dropped} dropped by {MISSING_KEY}=drop)" if dropped else ""
+        raise ConfigError(
+            f"{path} has {len(values)} data rows{after}; task.train_rows + task.val_rows + "
+            f"task.test_rows = {train_rows} + {val_rows} + {test_rows} = {te1} rows do not fit: "
+            "lower them (or use a longer file)"
+        )
     mean, std = fit_standardizer(values[tr0:tr1])
     scaled = normalize(values, mean, std)
     return ForecastData(

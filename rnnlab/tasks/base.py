@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from rnnlab.cells.base import Cell
+from rnnlab.checks import check_int
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 Batch = dict[str, np.ndarray]
@@ -123,10 +124,12 @@ class Task(abc.ABC):
     stateful: ClassVar[bool] = False
 
     def __init__(self, seed: int, batch_size: int):
-        if batch_size < 1:
-            raise ValueError(f"trainer.batch_size must be >= 1, got {batch_size}")
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
+        # Subclasses check their own settings at construction (`ConfigError` naming
+        # `task.<key>` and the range); data-backed tasks check that the data fits them (every
+        # split has a batch) when it is first read, which the trainer does at start-up
+        # (`steps_per_epoch`, `build_model`), so a bad setting never stops a run mid-training.
+        self.seed = check_int("seed", seed, 0)
+        self.batch_size = check_int("trainer.batch_size", batch_size, 1)
 
     @property
     def splits(self) -> tuple[str, ...]:

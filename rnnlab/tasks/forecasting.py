@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -24,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab.cells.base import Cell
+from rnnlab.checks import check_bool, check_choice, check_int, check_path
 from rnnlab.data import batching, timeseries
+from rnnlab.errors import ConfigError
 from rnnlab.models import Seq2Seq
 from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, regression_sums
 from rnnlab.typing import Array, Carry, Params, PRNGKey
@@ -33,22 +34,44 @@ from rnnlab.typing import Array, Carry, Params, PRNGKey
 class ETTTask(Task):
     """ETT forecasting (see the module docstring).
 
+    Every setting is checked at construction: a bad one raises `ConfigError` naming its key
+    (`task.horizon must be >= 1, got 0`), as do splits that leave no window (or, for training,
+    fewer windows than `trainer.batch_size`). The file is read when the data is first used
+    (at start-up: the trainer asks for `steps_per_epoch` as soon as the task is built; reading
+    it in the constructor would let Hydra wrap a missing file's `DataNotFoundError`): bad
+    content raises `DataError` naming the line and column, and a file shorter than the three
+    splits `ConfigError`.
+
     Args:
         seed: run seed (initialisation, dropout, order of training windows).
-        batch_size: training batch size.
+        batch_size: training batch size, at most the number of training windows
+            (`train_rows - input_len - horizon + 1`).
         path: an ETT CSV (e.g. `ETTh1.csv`); config key `task.path`.
-        input_len: encoder window (Informer's `seq_len`).
-        horizon: forecast length (Informer's `pred_len`: 24, 48, 168, 336, 720).
+        input_len: encoder window (Informer's `seq_len`), in `[1, train_rows - horizon]`.
+        horizon: forecast length (Informer's `pred_len`: 24, 48, 168, 336, 720), >= 1 and at
+            most `val_rows` and `test_rows`.
         features: "S" (target only), "M" (all in, all out) or "MS" (all in, target out).
-        target: target column.
-        train_rows, val_rows, test_rows: split sizes (defaults: hourly ETT 12/4/4 months).
-        eval_batch_size: evaluation batch size.
-        eval_max_batches: evaluate only the first batches of a split (speed); None for all.
+        target: target column (a numeric column of the file).
+        train_rows, val_rows, test_rows: split sizes (defaults: hourly ETT 12/4/4 months),
+            each >= 1; together at most the file's rows (after `missing=drop`).
+        eval_batch_size: evaluation batch size, >= 1.
+        eval_max_batches: evaluate only the first batches of a split (speed), >= 1; None for
+            all.
         residual: the model predicts the change from the last observed target value, and the
             forecast is that value plus the model's output (persistence plus a learnt
             correction; the "subtract the last value" normalisation of NLinear, Zeng et al.
             2023). Off by default; on ETTh1 the persistence forecast alone already beats the
             published LSTMa numbers (see `baselines`).
+        missing: what to do with missing values (an empty cell or `nan`) in the columns used,
+            config key `task.missing`:
+            "error" (default): stop with the file, line and column of the first one;
+            "drop": remove those rows before the split (the split sizes count the rows left);
+            "ffill": repeat the last number above in the column;
+            "interpolate": linear interpolation between the numbers above and below.
+            A missing value that the policy cannot fill (before a column's first number, or
+            after its last for "interpolate") is an error. Infinity (`inf`, an overflowing
+            number) is not a missing value: it is an error under every policy, as is any other
+            text. A file without missing values loads identically under every policy.
     """
 
     name = "ett"
@@ -69,17 +92,54 @@ class ETTTask(Task):
         eval_batch_size: int = 256,
         eval_max_batches: int | None = None,
         residual: bool = False,
+        missing: str = "error",
     ):
         super().__init__(seed, batch_size)
-        self.path = Path(path).expanduser().absolute()
-        self.input_len = input_len
-        self.horizon = horizon
-        self.features = features
+        self.path = check_path("task.path", path)
+        rows = {
+            "train_rows": check_int("task.train_rows", train_rows, 1),
+            "val_rows": check_int("task.val_rows", val_rows, 1),
+            "test_rows": check_int("task.test_rows", test_rows, 1),
+        }
+        self.rows = tuple(rows.values())
+        self.horizon = check_int("task.horizon", horizon, 1)
+        self.input_len = check_int("task.input_len", input_len, 1)
+        self.features = check_choice("task.features", features, ("S", "M", "MS"))
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"task.target must be a column name, got {target!r}")
         self.target = target
-        self.rows = (train_rows, val_rows, test_rows)
-        self.eval_batch_size = eval_batch_size
-        self.eval_max_batches = eval_max_batches
-        self.residual = residual
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+        self.eval_max_batches = check_int(
+            "task.eval_max_batches", eval_max_batches, 1, optional=True
+        )
+        self.residual = check_bool("task.residual", residual)
+        self.missing = check_choice("task.missing", missing, timeseries.MISSING_POLICIES)
+        self._check_windows(**rows)
+
+    def _check_windows(self, train_rows: int, val_rows: int, test_rows: int) -> None:
+        """`ConfigError` unless every split has a window and training has a full batch."""
+        span = self.input_len + self.horizon
+        if span > train_rows:
+            raise ConfigError(
+                f"task.input_len={self.input_len} + task.horizon={self.horizon} = {span} rows "
+                f"do not fit in task.train_rows={train_rows}: a training window needs "
+                "input_len + horizon rows; lower task.input_len or task.horizon, or raise "
+                "task.train_rows"
+            )
+        for key, rows in (("val_rows", val_rows), ("test_rows", test_rows)):
+            if self.horizon > rows:
+                raise ConfigError(
+                    f"task.horizon={self.horizon} is longer than task.{key}={rows}: that split "
+                    f"has no window to forecast; lower task.horizon or raise task.{key}"
+                )
+        windows = train_rows - span + 1
+        if windows < self.batch_size:
+            raise ConfigError(
+                f"trainer.batch_size={self.batch_size} is more than the {windows} training "
+                f"windows (task.train_rows - task.input_len - task.horizon + 1 = {train_rows} - "
+                f"{self.input_len} - {self.horizon} + 1): lower trainer.batch_size, task.input_len "
+                "or task.horizon, or raise task.train_rows"
+            )
 
     @functools.cached_property
     def data(self) -> timeseries.ForecastData:
@@ -90,6 +150,7 @@ class ETTTask(Task):
             self.features,
             *self.rows,
             config_key="task.path",
+            missing=self.missing,
         )
 
     def _series(self, split: str) -> np.ndarray:
@@ -98,7 +159,7 @@ class ETTTask(Task):
     def _num_windows(self, split: str) -> int:
         count = timeseries.forecast_windows(self._series(split), self.input_len, self.horizon)
         if count < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the {split} split of {self.path} is too short for task.input_len="
                 f"{self.input_len} + task.horizon={self.horizon}"
             )

@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab.cells.base import Cell
+from rnnlab.checks import check_bool, check_float, check_int, check_path
 from rnnlab.data import text
+from rnnlab.errors import ConfigError
 from rnnlab.models import LanguageModel, generate
 from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
 from rnnlab.typing import Array, Carry, Params, PRNGKey
@@ -95,25 +97,36 @@ def sample(
 class LanguageModelTask(Task):
     """Shared logic of the char- and word-level tasks (see the module docstring).
 
+    Every setting is checked at construction: a bad one raises `ConfigError` naming its key
+    (`task.bptt must be >= 1, got 0`). The text is read when it is first used (at start-up,
+    when the trainer asks for `steps_per_epoch`): an empty, non-UTF-8 or binary file raises
+    `DataError` naming the file (and byte offset), and a text too short for the batch layout
+    (fewer than 2 tokens a row, or no `bptt` window in training) or a sample prompt the
+    vocabulary cannot encode `ConfigError` naming the keys to change.
+
     Args:
         seed: run seed (used for sampling only: the stream order is fixed).
-        batch_size: rows of the training stream.
-        bptt: window length (truncated-BPTT steps).
-        eval_batch_size: rows of the evaluation streams.
-        eval_max_windows: evaluate only the first windows (speed); None for the whole text.
+        batch_size: rows of the training stream; each row needs at least `bptt + 1` tokens.
+        bptt: window length (truncated-BPTT steps), >= 1.
+        eval_batch_size: rows of the evaluation streams, >= 1; each row needs at least 2
+            tokens of the valid (and test) text.
+        eval_max_windows: evaluate only the first windows (speed), >= 1; None for the whole
+            text.
         tie_weights: share the embedding with the output layer.
         init_scale: U(-init_scale, init_scale) init of the embedding and output layer
-            (`LanguageModel.init_scale`); None for Flax's defaults.
+            (`LanguageModel.init_scale`), > 0; None for Flax's defaults.
         sum_loss_over_time: minimise the NLL summed over the `bptt` steps and averaged over
             the batch, as Zaremba et al.'s code and TensorFlow's PTB tutorial do, instead of the
             per-token mean. It scales the gradient by `bptt`, which their learning rate (1.0) and
             clipping norm (5) assume. Reported losses stay per token either way.
         sample_tokens: length of the text sample logged at each evaluation (0 for none).
-        sample_prompt: text the sample continues; None (the default) continues the first
+        sample_prompt: text the sample continues (at least one token; at character level
+            every character must occur in the corpus); None (the default) continues the first
             `bptt` tokens of the validation text. A model trained with stateful truncated BPTT
             starts from a zero carry only once per epoch and row, so from a short prompt it
             needs a few tokens to find its footing; real context shows its quality.
-        sample_temperature, sample_top_k: sampling settings for that sample.
+        sample_temperature, sample_top_k: sampling settings for that sample: temperature
+            >= 0 (0 is greedy), top-k in [0, vocabulary size] (0 keeps all).
     """
 
     monitor = "valid/loss"
@@ -137,26 +150,80 @@ class LanguageModelTask(Task):
         sample_top_k: int = 0,
     ):
         super().__init__(seed, batch_size)
-        if bptt < 1:
-            raise ValueError(f"task.bptt must be >= 1, got {bptt}")
-        self.bptt = bptt
-        self.eval_batch_size = eval_batch_size
-        self.eval_max_windows = eval_max_windows
-        self.tie_weights = tie_weights
-        self.init_scale = init_scale
-        self.sum_loss_over_time = sum_loss_over_time
-        self.sample_tokens = sample_tokens
+        self.bptt = check_int("task.bptt", bptt, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+        self.eval_max_windows = check_int(
+            "task.eval_max_windows", eval_max_windows, 1, optional=True
+        )
+        self.tie_weights = check_bool("task.tie_weights", tie_weights)
+        self.init_scale = check_float(
+            "task.init_scale", init_scale, 0.0, low_open=True, optional=True
+        )
+        self.sum_loss_over_time = check_bool("task.sum_loss_over_time", sum_loss_over_time)
+        self.sample_tokens = check_int("task.sample_tokens", sample_tokens, 0)
+        if sample_prompt is not None and (
+            not isinstance(sample_prompt, str)
+            or not (sample_prompt.split() if self.separator else sample_prompt)
+        ):
+            raise ConfigError(
+                f"task.sample_prompt must be a text with at least one token, or null (continue "
+                f"the validation text), got {sample_prompt!r}"
+            )
         self.sample_prompt = sample_prompt
-        self.sample_temperature = sample_temperature
-        self.sample_top_k = sample_top_k
+        self.sample_temperature = check_float("task.sample_temperature", sample_temperature, 0.0)
+        self.sample_top_k = check_int("task.sample_top_k", sample_top_k, 0)
 
     def load(self) -> dict[str, Any]:
         """`{"train": ids, "valid": ids, ["test": ids,] "vocab": Vocabulary}`."""
         raise NotImplementedError
 
+    def _check_corpus(self, corpus: Mapping[str, Any]) -> None:
+        """`ConfigError` unless the settings fit the corpus `load` returned."""
+        path = getattr(self, "path", "the corpus")
+        num_train = len(corpus["train"])
+        row = num_train // self.batch_size
+        if row < 2:
+            raise ConfigError(
+                f"the training text of {path} has {num_train} tokens: too few for "
+                f"trainer.batch_size={self.batch_size} rows of at least 2 tokens; lower "
+                "trainer.batch_size (or use a longer text)"
+            )
+        if (row - 1) // self.bptt < 1:
+            raise ConfigError(
+                f"the training text gives trainer.batch_size={self.batch_size} rows of {row} "
+                f"tokens: too short for task.bptt={self.bptt} (a window needs bptt + 1 tokens); "
+                "lower trainer.batch_size or task.bptt"
+            )
+        for split in ("valid", "test"):
+            if split not in corpus:
+                continue
+            tokens = len(corpus[split])
+            if tokens // self.eval_batch_size < 2:
+                raise ConfigError(
+                    f"the {split} text of {path} has {tokens} tokens: too few for "
+                    f"task.eval_batch_size={self.eval_batch_size} rows of at least 2 tokens; "
+                    "lower task.eval_batch_size"
+                )
+        vocab = corpus["vocab"]
+        if self.sample_top_k > len(vocab):
+            raise ConfigError(
+                f"task.sample_top_k must be in [0, {len(vocab)}] (the vocabulary size), got "
+                f"{self.sample_top_k}"
+            )
+        if self.sample_prompt is not None and vocab.unk is None:
+            unknown = sorted({c for c in self.sample_prompt if c not in vocab})
+            if unknown:
+                raise ConfigError(
+                    f"task.sample_prompt has characters that do not occur in {path}: "
+                    f"{''.join(unknown)!r}; change task.sample_prompt, or set it to null to "
+                    "continue the validation text"
+                )
+
     @functools.cached_property
     def corpus(self) -> dict[str, Any]:
-        return self.load()
+        corpus = self.load()
+        self._check_corpus(corpus)
+        return corpus
 
     @property
     def vocab(self) -> text.Vocabulary:
@@ -174,9 +241,10 @@ class LanguageModelTask(Task):
     def steps_per_epoch(self) -> int:
         windows = text.lm_num_windows(self._train_stream, self.bptt)
         if windows < 1:
-            raise ValueError(
-                f"the training text gives rows of {self._train_stream.shape[1]} tokens: too short "
-                f"for task.bptt={self.bptt}; lower trainer.batch_size or task.bptt"
+            raise ConfigError(
+                f"the training text gives trainer.batch_size={self.batch_size} rows of "
+                f"{self._train_stream.shape[1]} tokens: too short for task.bptt={self.bptt} "
+                "(a window needs bptt + 1 tokens); lower trainer.batch_size or task.bptt"
             )
         return windows
 
@@ -269,8 +337,8 @@ class CharLMTask(LanguageModelTask):
     """Character-level LM on one text file, split nanoGPT-style (first 90% train, rest valid).
 
     Args:
-        path: the text file (e.g. tinyshakespeare `input.txt`); config key `task.path`.
-        train_fraction: fraction of characters used for training.
+        path: the text file (e.g. tinyshakespeare `input.txt`, UTF-8); config key `task.path`.
+        train_fraction: fraction of characters used for training, in (0, 1).
         **kwargs: see `LanguageModelTask`.
     """
 
@@ -280,8 +348,10 @@ class CharLMTask(LanguageModelTask):
         self, seed: int, batch_size: int, path: str, train_fraction: float = 0.9, **kwargs
     ):
         super().__init__(seed, batch_size, **kwargs)
-        self.path = Path(path).expanduser().absolute()
-        self.train_fraction = train_fraction
+        self.path = check_path("task.path", path)
+        self.train_fraction = check_float(
+            "task.train_fraction", train_fraction, 0.0, 1.0, low_open=True, high_open=True
+        )
 
     def load(self) -> dict[str, Any]:
         train, valid, vocab = text.load_char_corpus(self.path, self.train_fraction, "task.path")
@@ -303,7 +373,7 @@ class WordLMTask(LanguageModelTask):
 
     def __init__(self, seed: int, batch_size: int, path: str, **kwargs):
         super().__init__(seed, batch_size, **kwargs)
-        self.path = Path(path).expanduser().absolute()
+        self.path = check_path("task.path", path)
 
     def load(self) -> dict[str, Any]:
         return text.load_word_corpus(self.path, config_key="task.path")

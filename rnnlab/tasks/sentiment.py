@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import numpy as np
 
+from rnnlab.attention import POOLING_KINDS
 from rnnlab.cells.base import Cell
+from rnnlab.checks import check_choice, check_float, check_int, check_path
 from rnnlab.data import batching, sentiment
+from rnnlab.errors import ConfigError
 from rnnlab.models import SequenceClassifier
 from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
 from rnnlab.typing import Array, Carry, Params, PRNGKey
@@ -30,19 +32,26 @@ from rnnlab.typing import Array, Carry, Params, PRNGKey
 class SentimentTask(Task):
     """MR polarity (see the module docstring).
 
+    Every setting is checked at construction: a bad one raises `ConfigError` naming its key
+    (`task.fold must be in [0, task.num_folds=10), got 10`). The files are read when the data
+    is first used (at start-up, when the trainer asks for `steps_per_epoch`): an empty or
+    non-UTF-8 file raises `DataError`, and a split whose training part is smaller than
+    `trainer.batch_size` (or too few sentences for the folds) `ConfigError`.
+
     Args:
         seed: run seed (initialisation, dropout and the order of training examples).
-        batch_size: training batch size.
+        batch_size: training batch size, at most the number of training sentences.
         path: folder with `rt-polarity.pos` and `rt-polarity.neg`; config key `task.path`.
-        num_folds: cross-validation folds.
+        num_folds: cross-validation folds, >= 2 and at most the number of sentences.
         fold: the test fold, `0 <= fold < num_folds`.
-        split_seed: seed of the fold and validation split (fixed across run seeds).
-        valid_fraction: share of the training folds held out for validation.
-        max_len: sentences are truncated to this many tokens (MR's longest has 59).
-        min_count: drop words seen fewer times in the training sentences.
-        max_vocab: cap on the vocabulary size (`<pad>` and `<unk>` included); None for no cap.
+        split_seed: seed of the fold and validation split (fixed across run seeds), >= 0.
+        valid_fraction: share of the training folds held out for validation, in (0, 1).
+        max_len: sentences are truncated to this many tokens (MR's longest has 59), >= 1.
+        min_count: drop words seen fewer times in the training sentences, >= 1.
+        max_vocab: cap on the vocabulary size (`<pad>` and `<unk>` included), >= 2; None for
+            no cap.
         pooling: "last", "mean", "max" or "attention" (see `SequenceClassifier`).
-        eval_batch_size: evaluation batch size.
+        eval_batch_size: evaluation batch size, >= 1.
     """
 
     name = "sentiment"
@@ -65,18 +74,21 @@ class SentimentTask(Task):
         eval_batch_size: int = 256,
     ):
         super().__init__(seed, batch_size)
+        self.path = check_path("task.path", path)
+        self.num_folds = check_int("task.num_folds", num_folds, 2)
+        check_int("task.fold", fold)
         if not 0 <= fold < num_folds:
-            raise ValueError(f"task.fold must be in [0, task.num_folds={num_folds}), got {fold}")
-        self.path = Path(path).expanduser().absolute()
-        self.num_folds = num_folds
+            raise ConfigError(f"task.fold must be in [0, task.num_folds={num_folds}), got {fold}")
         self.fold = fold
-        self.split_seed = split_seed
-        self.valid_fraction = valid_fraction
-        self.max_len = max_len
-        self.min_count = min_count
-        self.max_vocab = max_vocab
-        self.pooling = pooling
-        self.eval_batch_size = eval_batch_size
+        self.split_seed = check_int("task.split_seed", split_seed, 0)
+        self.valid_fraction = check_float(
+            "task.valid_fraction", valid_fraction, 0.0, 1.0, low_open=True, high_open=True
+        )
+        self.max_len = check_int("task.max_len", max_len, 1)
+        self.min_count = check_int("task.min_count", min_count, 1)
+        self.max_vocab = check_int("task.max_vocab", max_vocab, 2, optional=True)
+        self.pooling = check_choice("task.pooling", pooling, POOLING_KINDS)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
 
     @functools.cached_property
     def data(self) -> dict[str, Any]:
@@ -89,6 +101,12 @@ class SentimentTask(Task):
             len(train_pool), self.valid_fraction, self.split_seed
         )
         indices = {"train": train_pool[train_pos], "valid": train_pool[valid_pos], "test": test}
+        if len(indices["train"]) < self.batch_size:
+            raise ConfigError(
+                f"trainer.batch_size={self.batch_size} is more than the {len(indices['train'])} "
+                f"training sentences of fold {self.fold} (the other task.num_folds - 1 folds, "
+                f"less task.valid_fraction={self.valid_fraction}): lower trainer.batch_size"
+            )
         vocab = sentiment.build_vocab(
             [sentences[i] for i in indices["train"]], self.min_count, self.max_vocab
         )

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 
 from rnnlab.cells.base import Cell
+from rnnlab.checks import check_int
 from rnnlab.data import synthetic
 from rnnlab.models import SequenceClassifier, SequenceTagger
 from rnnlab.tasks.base import (
@@ -42,9 +43,12 @@ class AddingTask(Task):
     Args:
         seed: run seed.
         batch_size: training batch size.
-        length: sequence length `t` (the lag the model must bridge is up to `t`).
-        eval_batches: number of fixed evaluation batches.
-        eval_batch_size: their size.
+        length: sequence length `t` (the lag the model must bridge is up to `t`), >= 2.
+        eval_batches: number of fixed evaluation batches, >= 1.
+        eval_batch_size: their size, >= 1.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
     """
 
     name = "adding"
@@ -59,11 +63,9 @@ class AddingTask(Task):
         eval_batch_size: int = 256,
     ):
         super().__init__(seed, batch_size)
-        if length < 2:
-            raise ValueError(f"task.length must be >= 2, got {length}")
-        self.length = length
-        self.num_eval_batches = eval_batches
-        self.eval_batch_size = eval_batch_size
+        self.length = check_int("task.length", length, 2)
+        self.num_eval_batches = check_int("task.eval_batches", eval_batches, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
 
     def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
         return make_model(SequenceClassifier, cell, backbone, num_outputs=1)
@@ -108,11 +110,15 @@ class CopyTask(Task):
     Args:
         seed: run seed.
         batch_size: training batch size.
-        lag: blank steps between the symbols and the recall phase (the delimiter included).
-        num_symbols: distinct data symbols.
-        copy_length: symbols to remember.
-        eval_batches: number of fixed evaluation batches.
-        eval_batch_size: their size.
+        lag: blank steps between the symbols and the recall phase (the delimiter included),
+            >= 1.
+        num_symbols: distinct data symbols, >= 1.
+        copy_length: symbols to remember, >= 1.
+        eval_batches: number of fixed evaluation batches, >= 1.
+        eval_batch_size: their size, >= 1.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
     """
 
     name = "copy"
@@ -128,11 +134,11 @@ class CopyTask(Task):
         eval_batch_size: int = 128,
     ):
         super().__init__(seed, batch_size)
-        self.lag = lag
-        self.num_symbols = num_symbols
-        self.copy_length = copy_length
-        self.num_eval_batches = eval_batches
-        self.eval_batch_size = eval_batch_size
+        self.lag = check_int("task.lag", lag, 1)
+        self.num_symbols = check_int("task.num_symbols", num_symbols, 1)
+        self.copy_length = check_int("task.copy_length", copy_length, 1)
+        self.num_eval_batches = check_int("task.eval_batches", eval_batches, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
 
     @property
     def vocab_size(self) -> int:
