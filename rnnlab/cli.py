@@ -20,19 +20,36 @@ this package was imported from (a `pip install -e .` install), else `./conf`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import shutil
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import distributed
+from rnnlab.checks import check_int
+from rnnlab.errors import ConfigError, UserError, env_flag_value, report_user_errors
 from rnnlab.optim import OptimConfig, build_optimizer
-from rnnlab.train import NonFiniteLossError, TrainerConfig, configure_compilation_cache, train
-from rnnlab.writers import NOT_HPARAMS, RESOLVED_CONFIG, LoggerConfig, write_results
+from rnnlab.rundir import (
+    CONFIG_FILE,
+    HYDRA_DIR,
+    HYDRA_FILE,
+    OVERRIDES_FILE,
+    RESOLVED_CONFIG,
+)
+from rnnlab.train import (
+    DivergenceError,
+    TrainerConfig,
+    configure_compilation_cache,
+    holds_a_run,
+    train,
+)
+from rnnlab.writers import NOT_HPARAMS, LoggerConfig, write_results
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +60,7 @@ def config_dir() -> Path:
     """The `conf/` directory (see the module docstring).
 
     Raises:
-        FileNotFoundError: none of the candidates holds `train.yaml`.
+        UserError: none of the candidates holds `train.yaml`.
     """
     candidates = []
     if os.environ.get("RNNLAB_CONF"):
@@ -52,7 +69,7 @@ def config_dir() -> Path:
     for candidate in candidates:
         if (candidate / "train.yaml").is_file():
             return candidate.resolve()
-    raise FileNotFoundError(
+    raise UserError(
         "cannot find rnnlab's conf/ directory (looked in: "
         + ", ".join(str(c) for c in candidates)
         + "). Install rnnlab from a source checkout with `pip install -e .`, run from the "
@@ -133,11 +150,14 @@ def load_config(
         **overrides: dotted keys to set, e.g. `{"task.eval_max_windows": 4}`.
 
     Raises:
-        FileNotFoundError: no `.hydra/config.yaml` in `run_dir`.
+        UserError: no `.hydra/config.yaml` in `run_dir`.
     """
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    path = Path(run_dir) / HYDRA_DIR / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} an rnnlab run directory?")
+        raise UserError(
+            f"{path} not found: {run_dir} is not a run directory of rnnlab-train (give the "
+            "directory it printed when it started)"
+        )
     cfg = OmegaConf.load(path)
     if data_dir is not None:
         cfg.data_dir = str(data_dir)
@@ -149,6 +169,7 @@ def load_config(
 def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
     """`(task, model)` a composed config describes: the cell, the backbone fields (with the
     `trainer.unroll` override), the task with the run's seed and batch size, and its model."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     backbone = backbone_fields(cfg.model)
@@ -157,7 +178,27 @@ def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
         backbone["unroll"] = unroll
     batch_size = int(OmegaConf.select(cfg, "trainer.batch_size", default=1))
     task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=batch_size)
-    return task, task.build_model(instantiate(cfg.model.cell), backbone)
+    try:
+        cell = instantiate(cfg.model.cell)
+        return task, task.build_model(cell, backbone)
+    except (ValueError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if isinstance(cause, UserError) or not isinstance(cause, ValueError | TypeError):
+            raise  # a data error (tasks read their data when building the model) says its own
+        # The cell and model constructors check their arguments (ValueError): a config value.
+        raise ConfigError(f"model: {cause} (set in model/*.yaml or as model.<key>=...)") from err
+
+
+SEED_LIMIT = 2**32
+
+
+def run_seed(cfg: DictConfig) -> int:
+    """The config's `seed`, checked: an integer in [0, 2**32) (what `jax.random.PRNGKey` takes).
+
+    Raises:
+        ConfigError: naming `seed`.
+    """
+    return check_int("seed", OmegaConf.select(cfg, "seed", default=None), 0, SEED_LIMIT - 1)
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -168,6 +209,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """
     from rnnlab.train import resolve_steps
 
+    run_seed(cfg)
     trainer = as_dataclass(cfg.trainer, TrainerConfig)
     optim = as_dataclass(cfg.optim, OptimConfig)
     logger = as_dataclass(cfg.logger, LoggerConfig)
@@ -186,14 +228,32 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train_from_config(
-    cfg: DictConfig, run_dir: str | os.PathLike[str], hparams: Mapping[str, Any] | None = None
+    cfg: DictConfig,
+    run_dir: str | os.PathLike[str],
+    hparams: Mapping[str, Any] | None = None,
+    on_accept: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Builds and trains the run a composed config describes, in `run_dir`.
 
-    A failure writes `results.json` with `status` "failed" (or "diverged" for a non-finite
-    loss) and the error, then re-raises, so a sweep records every job's outcome.
+    A failure once the run directory has been accepted for this run (or in a directory that
+    held no run before) writes `results.json` with `status` "failed" (or "diverged") and the
+    error, then re-raises, so a sweep records every job's outcome. A run refused before that
+    (bad config, another experiment in the directory) writes nothing: the saved run stays
+    byte-identical.
+
+    Args:
+        on_accept: passed to `rnnlab.train.train` (called before the first write).
     """
     run_dir = Path(run_dir).absolute()
+    held_a_run = holds_a_run(run_dir)
+    accepted = False
+
+    def accept() -> None:
+        nonlocal accepted
+        accepted = True
+        if on_accept is not None:
+            on_accept()
+
     try:
         trainer = as_dataclass(cfg.trainer, TrainerConfig)
         distributed.maybe_initialize(trainer.distributed)
@@ -206,16 +266,17 @@ def train_from_config(
             parts["schedule"],
             parts["trainer"],
             parts["logger"],
-            seed=int(cfg.seed),
+            seed=run_seed(cfg),
             run_dir=run_dir,
             total_steps=parts["total_steps"],
             hparams=hparams,
             config_snapshot=config_snapshot(cfg),
+            on_accept=accept,
         )
     except Exception as err:
-        status = "diverged" if isinstance(err, NonFiniteLossError) else "failed"
+        status = "diverged" if isinstance(err, DivergenceError) else "failed"
         log.error("Run failed (%s): %s", status, err)
-        if not distributed.is_main_process():
+        if not distributed.is_main_process() or (held_a_run and not accepted):
             raise
         run_dir.mkdir(parents=True, exist_ok=True)
         write_results(
@@ -231,8 +292,25 @@ def train_from_config(
         raise
 
 
+def save_run_config(run_dir: Path, attempt_dir: Path, cfg: DictConfig) -> None:
+    """Makes this attempt's config the run's: copies what Hydra wrote for the attempt
+    (`config.yaml`, `overrides.yaml`, `hydra.yaml`) into `<run_dir>/.hydra/` and adds the
+    resolved copy `resolved.yaml` (Hydra's keeps interpolations such as `${data_dir}`)."""
+    saved = run_dir / HYDRA_DIR
+    saved.mkdir(parents=True, exist_ok=True)
+    if attempt_dir.resolve() != saved.resolve():
+        for name in (CONFIG_FILE, OVERRIDES_FILE, HYDRA_FILE):
+            if (attempt_dir / name).is_file():
+                shutil.copyfile(attempt_dir / name, saved / (name + ".tmp"))
+                os.replace(saved / (name + ".tmp"), saved / name)
+    OmegaConf.save(cfg, saved / (RESOLVED_CONFIG + ".tmp"), resolve=True)
+    os.replace(saved / (RESOLVED_CONFIG + ".tmp"), saved / RESOLVED_CONFIG)
+
+
 def _quiet_third_party_logs() -> None:
-    for name in ("absl", "orbax", "jax._src.xla_bridge"):
+    # asyncio: a failed read of a damaged checkpoint leaves futures whose errors it would log
+    # again at garbage collection (the damage is reported by rnnlab.checkpoint already).
+    for name in ("absl", "orbax", "jax._src.xla_bridge", "asyncio"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -247,12 +325,12 @@ def hydra_train(cfg: DictConfig) -> float | None:
     _quiet_third_party_logs()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.output_subdir is not None and distributed.is_main_process():
-        # Hydra's config.yaml keeps interpolations (${data_dir}); this one has the values used.
-        saved = run_dir / hydra_cfg.output_subdir / RESOLVED_CONFIG
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, saved, resolve=True)
-    results = train_from_config(cfg, run_dir, hydra_hparams(cfg))
+
+    def on_accept() -> None:
+        if hydra_cfg.output_subdir is not None and distributed.is_main_process():
+            save_run_config(run_dir, run_dir / hydra_cfg.output_subdir, cfg)
+
+    results = train_from_config(cfg, run_dir, hydra_hparams(cfg), on_accept)
     return results["best"]["value"]
 
 
@@ -292,7 +370,7 @@ def sample_from_run(
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     if not (run_dir / VOCAB_FILE).is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"{run_dir / VOCAB_FILE} not found: sampling needs a language-model run "
             "(task=char_lm or task=word_lm)"
         )
@@ -322,13 +400,35 @@ def sample_from_run(
     return texts, used
 
 
+def _checkpoint(text: str) -> str | int:
+    """`--checkpoint`: "best", "latest" or a step number."""
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f'must be "best", "latest" or a step number, got {text!r}')
+
+
+def _read_prompt_file(path: str) -> str:
+    """The text of `--prompt-file`, with a message naming it when it cannot be read."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"--prompt-file {path}: not UTF-8 text (byte {err.start}); give a text file"
+        ) from None
+    except OSError as err:
+        raise UserError(f"--prompt-file {path}: {err.strerror or err}") from None
+
+
 def sample_main(argv: list[str] | None = None) -> None:
     """Console script `rnnlab-sample` (also `experiments/sample.py`).
 
     A plain argparse command: run directories of sweeps are named by their overrides
     (`model=lstm,seed=0`), which Hydra's override grammar would make the user quote.
+    Arguments are checked as they are parsed; user errors are one line (`rnnlab.errors`).
     """
-    import argparse
+    from rnnlab.argcheck import float_at_least, int_at_least
 
     parser = argparse.ArgumentParser(
         prog="rnnlab-sample",
@@ -341,38 +441,72 @@ def sample_main(argv: list[str] | None = None) -> None:
         help="read the prompt from this file (a few lines of context give a model trained with "
         "stateful truncated BPTT a warm state to continue from)",
     )
-    parser.add_argument("--num-tokens", type=int, default=500)
-    parser.add_argument("--num-samples", type=int, default=1)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 keeps every token")
-    parser.add_argument("--checkpoint", default="best", help='"best", "latest" or a step')
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-tokens", type=int_at_least(1), default=500)
+    parser.add_argument("--num-samples", type=int_at_least(1), default=1)
+    parser.add_argument("--temperature", type=float_at_least(0.0), default=0.8, help="0 is greedy")
+    parser.add_argument("--top-k", type=int_at_least(0), default=0, help="0 keeps every token")
+    parser.add_argument(
+        "--checkpoint", type=_checkpoint, default="best", help='"best", "latest" or a step'
+    )
+    parser.add_argument("--seed", type=int_at_least(0, SEED_LIMIT - 1), default=0)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     args = parser.parse_args(argv)
+    report_user_errors("rnnlab-sample", _sample, args, debug=args.debug)
+
+
+def _sample(args: Any) -> None:
     _quiet_third_party_logs()
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(
+            f"run directory {run_dir} does not exist: give a run directory of "
+            "rnnlab-train (it prints its path when it starts)"
+        )
     if args.prompt_file:
-        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
+        prompt = _read_prompt_file(args.prompt_file)
     else:  # let "\n" and "\t" typed on the command line mean newline and tab
         prompt = args.prompt.replace("\\n", "\n").replace("\\t", "\t")
-    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
-    texts, step = sample_from_run(
-        args.run_dir,
-        prompt,
-        args.num_tokens,
-        checkpoint,
-        args.temperature,
-        args.top_k,
-        args.num_samples,
-        args.seed,
-    )
+    try:
+        texts, step = sample_from_run(
+            run_dir,
+            prompt,
+            args.num_tokens,
+            args.checkpoint,
+            args.temperature,
+            args.top_k,
+            args.num_samples,
+            args.seed,
+        )
+    except KeyError as err:  # a prompt token the vocabulary does not have
+        raise UserError(f"--prompt: {err.args[0]}; use tokens of the training text") from None
+    except FileNotFoundError as err:
+        raise UserError(f"{err}; --checkpoint chooses another (best, latest or a step)") from None
     for index, text in enumerate(texts):
         print(f"--- sample {index} (checkpoint step {step}) ---\n{text}")
 
 
 def train_main() -> None:
-    """Console script `rnnlab-train`: `@hydra.main` over `conf/train.yaml`."""
+    """Console script `rnnlab-train`: `@hydra.main` over `conf/train.yaml`.
+
+    Hydra is told to re-raise (`HYDRA_FULL_ERROR=1`) so that `report_user_errors` prints a
+    user error as one line; `HYDRA_FULL_ERROR=1` or `RNNLAB_DEBUG=1` set by the user shows its
+    traceback, and a programming error always shows it.
+    """
     import hydra
 
-    register_configs()
-    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(
-        hydra_train
-    )()
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+
+    def main() -> None:
+        register_configs()
+        hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(
+            hydra_train
+        )()
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        report_user_errors("rnnlab-train", main, debug=env_flag_value(asked))
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked

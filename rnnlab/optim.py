@@ -34,6 +34,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.checks import check_choice, check_float
+from rnnlab.errors import ConfigError
+
 Schedule = Callable[[jax.Array | int], jax.Array]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -64,17 +67,18 @@ class ScheduleConfig:
     unit: str = "step"
 
     def __post_init__(self) -> None:
-        _check_choice("optim.schedule.name", self.name, SCHEDULES)
-        _check_choice("optim.schedule.unit", self.unit, UNITS)
+        check_choice("optim.schedule.name", self.name, SCHEDULES)
+        check_choice("optim.schedule.unit", self.unit, UNITS)
         if self.warmup < 0 or self.decay_start < 0 or self.decay_every < 1:
-            raise ValueError(
+            raise ConfigError(
                 "optim.schedule needs warmup >= 0, decay_start >= 0 and decay_every >= 1; got "
                 f"{self.warmup}, {self.decay_start}, {self.decay_every}"
             )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"optim.schedule.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
             )
+        check_float("optim.schedule.decay_factor", self.decay_factor, 0.0, low_open=True)
 
 
 @dataclasses.dataclass
@@ -91,7 +95,7 @@ class OptimConfig:
         centered: centred RMSProp (Graves 2013).
         weight_decay: AdamW's decoupled decay, or an L2 term added to the gradient otherwise.
         decay_all: also decay vectors (biases, norms, peepholes); by default only matrices.
-        grad_clip_norm: clip the gradient to this global norm; None or 0 for no clipping.
+        grad_clip_norm: clip the gradient to this global norm (> 0); None for no clipping.
         schedule: the learning-rate schedule.
     """
 
@@ -110,25 +114,23 @@ class OptimConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("optim.name", self.name, OPTIMIZERS)
-        if not self.learning_rate > 0:
-            raise ValueError(f"optim.learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0 or self.momentum < 0:
-            raise ValueError("optim.weight_decay and optim.momentum must be >= 0")
+        check_choice("optim.name", self.name, OPTIMIZERS)
+        check_float("optim.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_float("optim.eps", self.eps, 0.0, low_open=True)
+        check_float("optim.weight_decay", self.weight_decay, 0.0)
+        for key in ("b1", "b2", "momentum", "decay"):
+            check_float(f"optim.{key}", getattr(self, key), 0.0, 1.0, high_open=True)
+        # null turns clipping off; 0 or a negative norm would not clip but corrupt the update
+        check_float("optim.grad_clip_norm", self.grad_clip_norm, 0.0, low_open=True, optional=True)
         if isinstance(self.schedule, dict):
             self.schedule = ScheduleConfig(**self.schedule)
-
-
-def _check_choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"{key} must be one of {list(options)}, got {value!r}")
 
 
 def _units_to_steps(units: int, config: ScheduleConfig, steps_per_epoch: int | None) -> int:
     if config.unit == "step":
         return units
     if steps_per_epoch is None:
-        raise ValueError(
+        raise ConfigError(
             "optim.schedule.unit=epoch needs a task with epochs (a dataset); this task has "
             "none: use optim.schedule.unit=step"
         )

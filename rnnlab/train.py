@@ -11,7 +11,14 @@ uninterrupted run (on CPU, where XLA is deterministic).
 
 The step keeps the previous state when the loss or the gradient is not finite (selected on
 device), and the loop stops with `NonFiniteLossError`: nothing non-finite is ever saved, and the
-last good checkpoint stays on disk.
+last good checkpoint stays on disk. A finite loss that grows past `divergence_factor` times the
+run's first loss stops it the same way (`LossExplodedError`), before that state is saved.
+
+A re-run in an existing run directory is checked against what the directory holds before
+anything is written (`check_run_dir`): a refused run (another experiment, `resume=false` over
+checkpoints) raises `RunDirError` and leaves every file byte-identical. Resuming restores the
+newest checkpoint that verifies against its digests; damaged ones are moved aside
+(`rnnlab.checkpoint`).
 
 The batch is split over every device along a "data" mesh axis and the state is replicated
 (`rnnlab.distributed`); `jax.jit` inserts the gradient all-reduce.
@@ -24,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -44,12 +50,15 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rnnlab import distributed
-from rnnlab.checkpoint import CHECKPOINT_DIR, CheckpointConfig, Checkpointer
+from rnnlab.checkpoint import CheckpointConfig, CheckpointDamaged, Checkpointer, peek_saved_config
+from rnnlab.checks import check_choice, check_float, check_int
+from rnnlab.errors import ConfigError, RunDirError, UserError
 from rnnlab.models import count_params
 from rnnlab.optim import Schedule
 from rnnlab.provenance import ProvenanceRecord
+from rnnlab.rundir import CHECKPOINT_DIR, METRICS_FILE, PROVENANCE_FILE, RESULTS_FILE, read_json
 from rnnlab.tasks.base import Batch, Task
-from rnnlab.writers import RESULTS_FILE, LoggerConfig, RunWriter, write_results
+from rnnlab.writers import LoggerConfig, RunWriter, write_results
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,8 @@ class TrainerConfig:
         skip_finished: return at once when the run directory already holds the results of a
             completed run with the same config (what makes re-running an interrupted sweep
             skip its finished jobs); False trains/evaluates again from the last checkpoint.
+        divergence_factor: stop the run as diverged when a training loss exceeds this many
+            times the run's first loss (e.g. a learning rate far too large); None never does.
     """
 
     steps: int = 2000
@@ -114,32 +125,38 @@ class TrainerConfig:
     fault_nan_at_step: int | None = None
     fault_kill_at_step: int | None = None
     skip_finished: bool = True
+    divergence_factor: float | None = 1000.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"trainer.epochs must be >= 1 or null, got {self.epochs}")
-        if self.best_mode not in (None, "min", "max"):
-            raise ValueError(f"trainer.best_mode must be min, max or null, got {self.best_mode!r}")
-        if self.distributed not in distributed.MODES:
-            raise ValueError(
-                f"trainer.distributed must be one of {list(distributed.MODES)}, "
-                f"got {self.distributed!r}"
-            )
+            check_int(f"trainer.{name}", getattr(self, name), 1)
+        for name in ("epochs", "unroll", "fault_nan_at_step", "fault_kill_at_step"):
+            check_int(f"trainer.{name}", getattr(self, name), 1, optional=True)
+        check_int("trainer.sample_tokens", self.sample_tokens, 0)
+        check_choice("trainer.best_mode", self.best_mode, (None, "min", "max"))
+        check_choice("trainer.distributed", self.distributed, distributed.MODES)
+        check_float(
+            "trainer.divergence_factor", self.divergence_factor, 1.0, low_open=True, optional=True
+        )
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient became NaN/inf; training stopped without saving that state.
+class DivergenceError(UserError, RuntimeError):
+    """Training diverged; it stopped without saving the diverged state (the last good
+    checkpoint is kept, and re-running the same command resumes from it).
 
     Attributes:
-        step: the (1-based) step whose update was rejected.
+        step: the (1-based) step whose loss diverged.
         last_checkpoint: the newest checkpoint on disk (the last good state), or None.
     """
 
     def __init__(
-        self, step: int, loss: float, grad_norm: float, last_checkpoint: int | None, where: Path
+        self,
+        step: int,
+        what: str,
+        detail: str,
+        fix: str,
+        last_checkpoint: int | None,
+        where: Path,
     ):
         self.step = step
         self.last_checkpoint = last_checkpoint
@@ -149,14 +166,67 @@ class NonFiniteLossError(RuntimeError):
             else "no checkpoint had been saved yet"
         )
         super().__init__(
-            f"non-finite loss at step {step} (loss={loss}, grad_norm={grad_norm}); training "
-            f"stopped without saving this state and {kept}. Lower optim.learning_rate or set "
-            "optim.grad_clip_norm, then re-run in the same directory to resume."
+            f"{what} at step {step} ({detail}); training stopped without saving this state and "
+            f"{kept}. {fix}, then re-run in the same directory to resume."
         )
 
 
-class ConfigMismatchError(ValueError):
-    """The run directory holds checkpoints of a different experiment."""
+class NonFiniteLossError(DivergenceError):
+    """The loss or gradient became NaN/inf (the update was not applied)."""
+
+    def __init__(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        last_checkpoint: int | None,
+        where: Path,
+        bad_data: str | None = None,
+    ):
+        detail = f"loss={loss}, grad_norm={grad_norm}"
+        if bad_data is not None:
+            detail += f"; the training batch holds non-finite values in {bad_data!r}"
+            fix = "The data is at fault, not the learning rate: check the task's data files"
+        else:
+            fix = "Lower optim.learning_rate or set optim.grad_clip_norm"
+        super().__init__(step, "non-finite loss", detail, fix, last_checkpoint, where)
+
+
+class LossExplodedError(DivergenceError):
+    """A finite training loss grew beyond `divergence_factor` times the run's first loss."""
+
+    def __init__(
+        self,
+        step: int,
+        loss: float,
+        first: float,
+        factor: float,
+        last_checkpoint: int | None,
+        where: Path,
+    ):
+        detail = f"loss {loss:.4g} > {factor:g} x the first loss, {first:.4g}"
+        fix = (
+            "Lower optim.learning_rate or set optim.grad_clip_norm (or raise "
+            "trainer.divergence_factor, null to never stop)"
+        )
+        super().__init__(step, "the training loss diverged", detail, fix, last_checkpoint, where)
+
+
+class ConfigMismatchError(RunDirError, ValueError):
+    """The run directory holds a run of a different experiment."""
+
+
+class RunExistsError(RunDirError, FileExistsError):
+    """The run directory holds checkpoints and `trainer.resume` is false."""
+
+
+def non_finite_leaves(batch: Batch) -> str | None:
+    """The name of the first floating-point entry of `batch` with a NaN/inf, or None."""
+    for name, value in batch.items():
+        array = np.asarray(value)
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            return name
+    return None
 
 
 def resolve_steps(config: TrainerConfig, steps_per_epoch: int | None) -> int:
@@ -164,7 +234,7 @@ def resolve_steps(config: TrainerConfig, steps_per_epoch: int | None) -> int:
     if config.epochs is None:
         return config.steps
     if steps_per_epoch is None:
-        raise ValueError(
+        raise ConfigError(
             "trainer.epochs is set but this task generates its data (no epochs): use "
             "trainer.steps and trainer.epochs=null"
         )
@@ -188,7 +258,13 @@ def configure_compilation_cache(directory: str | None) -> Path | None:
     if not directory:
         return None
     path = Path(directory).expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"trainer.compilation_cache_dir={directory}: cannot create it ({err.strerror}); "
+            "choose another directory, or null to turn the cache off"
+        ) from err
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -303,7 +379,7 @@ def check_resume_config(
             f"{run_dir} holds checkpoints of a different experiment ("
             + "; ".join(strict)
             + "). Resume with the original settings, or start a new run in another directory "
-            "(a different hydra.run.dir); nothing was changed on disk."
+            "(a different hydra.run.dir); nothing in it was changed."
         )
     return diff
 
@@ -320,12 +396,8 @@ def finished_results(
     Raises:
         ConfigMismatchError: `run_dir` holds a completed run of another experiment.
     """
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        return None
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    results = read_json(run_dir / RESULTS_FILE)
+    if results is None:
         return None
     saved = results.get("config")
     if results.get("status") != "completed" or saved is None:
@@ -377,6 +449,7 @@ class Progress:
 
     best: float | None = None
     best_step: int | None = None
+    first_loss: float | None = None
     last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -420,32 +493,38 @@ def init_state(
     return _place_state(state, mesh, task.batch_size)
 
 
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything of an earlier run (results, provenance, checkpoints)."""
+    checkpoints = run_dir / CHECKPOINT_DIR
+    return (
+        any((run_dir / name).exists() for name in (RESULTS_FILE, PROVENANCE_FILE, METRICS_FILE))
+        or checkpoints.is_dir()
+        and any(checkpoints.iterdir())
+    )
+
+
 def check_run_dir(
-    checkpointer: Checkpointer,
-    config: TrainerConfig,
-    config_snapshot: Mapping[str, Any] | None,
-    run_dir: Path,
-) -> int | None:
-    """The step to resume from (None for a fresh run), after checking that we may.
+    config: TrainerConfig, config_snapshot: Mapping[str, Any] | None, run_dir: Path
+) -> None:
+    """Checks, reading only, that this run may start or resume in `run_dir`.
 
     Raises:
-        FileExistsError: checkpoints exist but `config.resume` is False.
-        ConfigMismatchError: they belong to another experiment.
+        RunExistsError: checkpoints exist but `config.resume` is False.
+        ConfigMismatchError: they belong to another experiment (compared with the newest
+            checkpoint whose meta verifies).
     """
-    latest = checkpointer.latest_step()
+    latest, saved = peek_saved_config(run_dir / CHECKPOINT_DIR)
     if latest is None:
-        return None
+        return
     if not config.resume:
-        raise FileExistsError(
+        raise RunExistsError(
             f"{run_dir} already holds checkpoints (latest step {latest}) and trainer.resume="
             "false; use another hydra.run.dir, or trainer.resume=true to continue this run. "
-            "Nothing was changed on disk."
+            "Nothing in it was changed."
         )
-    saved = checkpointer.restore_meta(latest).get("config")
     changed = check_resume_config(saved, config_snapshot, run_dir)
     if changed:
         log.warning("Resuming with changed settings: %s", "; ".join(changed))
-    return latest
 
 
 def compile_train_step(
@@ -494,7 +573,7 @@ def _finish_record(record: ProvenanceRecord, checkpointer: Checkpointer) -> Call
 
     def on_exit(exc_type: type[BaseException] | None, *_: Any) -> bool:
         if exc_type is not None and record.attempt["status"] == "running":
-            if issubclass(exc_type, NonFiniteLossError):
+            if issubclass(exc_type, DivergenceError):
                 status = "diverged"
             elif issubclass(exc_type, KeyboardInterrupt):
                 status = "interrupted"
@@ -535,8 +614,10 @@ def train(
     total_steps: int | None = None,
     hparams: Mapping[str, Any] | None = None,
     config_snapshot: Mapping[str, Any] | None = None,
+    on_accept: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Trains `model` on `task`, resuming from the run directory's latest checkpoint.
+    """Trains `model` on `task`, resuming from the newest checkpoint of the run directory that
+    verifies (damaged ones are moved aside, see `Checkpointer.restore_latest`).
 
     Per step: the batch, the jitted update, a finiteness check; every `logger.log_every` steps
     the training metrics; every `eval_every` an evaluation (the task's first split); every
@@ -556,13 +637,16 @@ def train(
         hparams: values shown in TensorBoard's hparams tab (e.g. the swept overrides).
         config_snapshot: flat `{key: value}` of the run's config, stored in checkpoints and
             compared on resume (see `check_resume_config`).
+        on_accept: called once the run directory has been checked and accepted for this run,
+            before anything is written into it (the front end saves the run's config there).
 
     Returns:
         The results (also written to `results.json`).
 
     Raises:
-        NonFiniteLossError: the loss diverged (the last good checkpoint is kept).
-        ConfigMismatchError: the run directory belongs to another experiment.
+        DivergenceError: the loss diverged (the last good checkpoint is kept).
+        RunDirError: the run directory belongs to another experiment, holds checkpoints with
+            `resume` false, or holds only damaged checkpoints; nothing in it was changed.
     """
     run_dir = Path(run_dir).absolute()
     if config.skip_finished:
@@ -580,6 +664,9 @@ def train(
     distributed.check_batch_size(task.batch_size, mesh)
     best_metric = config.best_metric or task.monitor
     best_mode = config.best_mode or task.monitor_mode
+    check_run_dir(config, config_snapshot, run_dir)  # refusals raise here, before any write
+    if on_accept is not None:
+        on_accept()
 
     with contextlib.ExitStack() as cleanup:
         checkpointer = Checkpointer(
@@ -592,16 +679,16 @@ def train(
             ),
         )
         cleanup.callback(checkpointer.close)
-        resume_step = check_run_dir(checkpointer, config, config_snapshot, run_dir)
         state = init_state(task, model, optimizer, seed, mesh)
         zero_carry = task.zero_carry(model, task.batch_size) if task.stateful else None
         meta: dict[str, Any] = {}
-        if resume_step is not None:
-            state, meta = checkpointer.restore(resume_step, state)
-            log.info("Resumed from step %d of %s", resume_step, checkpointer.directory)
-        start = resume_step or 0
+        start = 0
+        found = checkpointer.restore_latest(state) if config.resume else None
+        if found is not None:
+            start, state, meta = found
+            log.info("Resumed from step %d of %s", start, checkpointer.directory)
         progress = Progress.from_meta(meta)
-        writer = RunWriter(run_dir, logger, purge_step=start + 1 if start else None, enabled=main)
+        writer = RunWriter(run_dir, logger, purge_step=start + 1, enabled=main)
         cleanup.callback(writer.close)
         record = ProvenanceRecord(run_dir, seed, start, enabled=main)
         cleanup.push(_finish_record(record, checkpointer))
@@ -641,7 +728,7 @@ def train(
                 if text is not None:
                     writer.text(step, "samples/text", text)
             if best_metric not in metrics:
-                raise ValueError(
+                raise ConfigError(
                     f"trainer.best_metric={best_metric!r} is not a metric of task {task.name}; "
                     f"choose one of {sorted(metrics)}"
                 )
@@ -676,6 +763,20 @@ def train(
                     done,
                     float(metrics["loss"]),
                     float(metrics["grad_norm"]),
+                    checkpointer.latest_step(),
+                    checkpointer.directory,
+                    bad_data=non_finite_leaves(batch),
+                )
+            loss = float(metrics["loss"])
+            if progress.first_loss is None:
+                progress.first_loss = loss
+            factor = config.divergence_factor
+            if factor is not None and abs(loss) > factor * max(abs(progress.first_loss), 1e-8):
+                raise LossExplodedError(
+                    done,
+                    loss,
+                    progress.first_loss,
+                    factor,
                     checkpointer.latest_step(),
                     checkpointer.directory,
                 )
@@ -718,6 +819,7 @@ def train(
                 or (new_best and config.keep_best)
             ):
                 checkpointer.save(done, state, meta_at(done), evaluated)
+                record.heartbeat(done)
             if config.fault_kill_at_step == done:
                 checkpointer.wait()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -735,8 +837,12 @@ def train(
             if best_step is None:
                 log.warning("the best checkpoint is gone; scoring the final state")
             elif best_step != final_step:
-                params = checkpointer.restore(best_step, state)[0]["params"]
-                scored_step = best_step
+                try:
+                    params = checkpointer.restore(best_step, state)[0]["params"]
+                    scored_step = best_step
+                except CheckpointDamaged as damage:
+                    checkpointer.quarantine(damage)
+                    log.warning("the best checkpoint is damaged; scoring the final state")
         scored: dict[str, float] = {}
         for split in task.splits:
             if split == task.splits[0] and scored_step == final_step:

@@ -102,8 +102,11 @@ def test_interrupted_sweep_resumes_and_skips_finished_jobs(tmp_path: Path, cache
         == 1
     )
     resumed = json.loads((job_dir(sweep, "trainer.steps=6") / "provenance.json").read_text())
-    assert [a["status"] for a in resumed["attempts"]] == ["running", "completed"]
-    assert resumed["attempts"][1]["start_step"] == 4  # the last checkpoint before the kill
+    killed, completed = resumed["attempts"]
+    assert (killed["status"], completed["status"]) == ("killed", "completed")
+    assert killed["end_step"] == 4 and killed["wall_s"] > 0  # as of its last checkpoint
+    assert completed["start_step"] == 4  # the last checkpoint before the kill
+    assert resumed["wall_s_total"] == pytest.approx(killed["wall_s"] + completed["wall_s"])
     fresh = json.loads((job_dir(sweep, "trainer.steps=4") / "provenance.json").read_text())
     assert [a["start_step"] for a in fresh["attempts"]] == [0]
     for steps in (2, 6, 4):
