@@ -10,7 +10,9 @@ What is read. Every directory below the given ones that holds `.hydra/config.yam
 `.hydra/overrides.yaml` (the command line, swept keys included), the group choices in
 `.hydra/hydra.yaml`, `results.json` (status, final and best metrics, parameter count, timings),
 `metrics.jsonl` (learning curves) and, if present, `provenance.json` (wall time). Never
-TensorBoard event files: `metrics.jsonl` holds the same scalars as plain JSON lines.
+TensorBoard event files: `metrics.jsonl` holds the same scalars as plain JSON lines. Run files are
+read through `rnnlab.rundir`: a torn last line of `metrics.jsonl` or a damaged JSON file is
+skipped with a warning naming it, and the run is still reported.
 
 Grouping. The swept keys are the command-line override keys and the config-group choices (model,
 task, optim, ...) whose values differ across the runs given; the seed and the keys that say
@@ -24,14 +26,19 @@ at the checkpoint selected by the monitored metric (`best_checkpoint_metrics`; f
 metric itself, its best value `best.value`): the model-selection number a paper reports, which
 for a test metric is its only value.
 
-Failed (`status` failed or diverged) and incomplete runs (no `results.json`: interrupted or still
-running) count in no statistic but are listed in the Markdown ("Failed / incomplete runs"), in the
-CSV (`status`) and in the table's n column; they are never dropped silently.
+Failed (`status` failed or diverged) and incomplete runs (no readable `results.json`: interrupted,
+still running, or the file is damaged) count in no statistic but are listed in the Markdown
+("Failed / incomplete runs"), in the CSV (`status`) and in the table's n column; they are never
+dropped silently.
 
 Written to `--out` (default `<first directory>/aggregate/`): `summary.md`, `summary.tex`
 (booktabs), `runs.csv` (one row per run, for pandas), `curve_<metric>.png/.pdf` (mean over seeds
 against step, with a ±1 std or min–max band) and `vs_<key>_<metric>.png/.pdf` (mean ± std against
 a swept hyperparameter, one line per other variant).
+
+Mistakes in the arguments — a directory that is missing or holds no run, a metric or key no run
+has, an unwritable `--out` — are one line on stderr and exit status 2, before anything is written
+(`--debug` or `RNNLAB_DEBUG=1` adds the traceback).
 """
 
 from __future__ import annotations
@@ -39,22 +46,35 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rnnlab.writers import NOT_HPARAMS, RESOLVED_CONFIG
+from rnnlab import argcheck
+from rnnlab.errors import ConfigError, UserError, report_user_errors
+from rnnlab.rundir import (
+    CONFIG_FILE,
+    HYDRA_DIR,
+    HYDRA_FILE,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    PROVENANCE_FILE,
+    RESOLVED_CONFIG,
+    RESULTS_FILE,
+    read_json,
+    read_jsonl,
+)
+from rnnlab.writers import NOT_HPARAMS
 
-RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.jsonl"
-PROVENANCE_FILE = "provenance.json"
-HYDRA_DIR = ".hydra"
+PROG = "rnnlab-aggregate"
 GROUPS = ("model", "task", "optim", "trainer", "logger", "experiment")
 """Top-level config groups: their choice (e.g. model=lstm) is a candidate swept key."""
 COMPLETED = "completed"
@@ -70,13 +90,8 @@ _MISSING = object()
 # Reading runs
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from `path`; None if missing or unreadable (a run killed mid-write)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+class RunsNotFoundError(UserError, FileNotFoundError):
+    """A directory given to aggregate is missing or holds no run directory."""
 
 
 def _read_yaml(path: Path) -> Any:
@@ -133,6 +148,8 @@ class Run:
         choices: the config-group choices (`{"model": "lstm", ...}`).
         resolved: `.hydra/resolved.yaml` (else `.hydra/config.yaml`), as a plain dict.
         provenance: `provenance.json` (empty if none).
+        damaged: the run files that exist but could not be read (e.g. a `results.json` cut off
+            mid-write): such a run is reported, with what is damaged, never dropped.
     """
 
     path: Path
@@ -142,10 +159,17 @@ class Run:
     choices: dict[str, Any] = field(default_factory=dict)
     resolved: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    damaged: tuple[str, ...] = ()
 
     @property
     def completed(self) -> bool:
         return self.status == COMPLETED
+
+    @cached_property
+    def events(self) -> list[dict[str, Any]]:
+        """The events of `metrics.jsonl` (read once; a torn or damaged line is skipped with a
+        warning naming the file and line)."""
+        return read_jsonl(self.path / METRICS_FILE)
 
     def value(self, key: str) -> Any:
         """The value of a hyperparameter (dotted key or group name), None if unknown.
@@ -177,7 +201,7 @@ class Run:
 def is_run_dir(path: Path) -> bool:
     """Whether `path` holds a run: a saved Hydra config, `results.json` or `metrics.jsonl`."""
     return (
-        (path / HYDRA_DIR / "config.yaml").is_file()
+        (path / HYDRA_DIR / CONFIG_FILE).is_file()
         or (path / RESULTS_FILE).is_file()
         or (path / METRICS_FILE).is_file()
     )
@@ -199,9 +223,17 @@ def find_run_dirs(roots: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
-    """Reads one run directory (see `Run`); missing files leave their fields empty."""
+    """Reads one run directory (see `Run`); missing files leave their fields empty, damaged ones
+    too (with a warning naming the file), and a run without a readable `results.json` is
+    incomplete."""
     path = Path(path)
-    results = _read_json(path / RESULTS_FILE)
+    results = read_json(path / RESULTS_FILE)
+    provenance = read_json(path / PROVENANCE_FILE)
+    damaged = tuple(
+        name
+        for name, data in ((RESULTS_FILE, results), (PROVENANCE_FILE, provenance))
+        if data is None and (path / name).is_file()
+    )
     if results is None:
         status = INCOMPLETE
     else:
@@ -209,9 +241,9 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     hydra_dir = path / HYDRA_DIR
     resolved = _read_yaml(hydra_dir / RESOLVED_CONFIG)
     if not isinstance(resolved, dict):
-        resolved = _read_yaml(hydra_dir / "config.yaml")
-    overrides = _read_yaml(hydra_dir / "overrides.yaml")
-    choices = lookup(_read_yaml(hydra_dir / "hydra.yaml"), "hydra.runtime.choices")
+        resolved = _read_yaml(hydra_dir / CONFIG_FILE)
+    overrides = _read_yaml(hydra_dir / OVERRIDES_FILE)
+    choices = lookup(_read_yaml(hydra_dir / HYDRA_FILE), "hydra.runtime.choices")
     return Run(
         path=path,
         status=status,
@@ -223,7 +255,8 @@ def load_run(path: str | os.PathLike[str]) -> Run:
             if not str(k).startswith("hydra/")
         },
         resolved=resolved if isinstance(resolved, dict) else {},
-        provenance=_read_json(path / PROVENANCE_FILE) or {},
+        provenance=provenance or {},
+        damaged=damaged,
     )
 
 
@@ -231,19 +264,28 @@ def load_runs(roots: Sequence[str | os.PathLike[str]]) -> list[Run]:
     """Every run at or below `roots`.
 
     Raises:
-        FileNotFoundError: a root does not exist, or no run directory was found under them.
+        RunsNotFoundError (a FileNotFoundError): a root does not exist, is not a directory, or
+            holds no run directory.
     """
+    if not roots:
+        raise RunsNotFoundError("no directories given: give sweep or run directories")
     for root in roots:
         if not Path(root).exists():
-            raise FileNotFoundError(f"{root} does not exist")
-    runs = [load_run(p) for p in find_run_dirs(roots)]
-    if not runs:
-        raise FileNotFoundError(
+            raise RunsNotFoundError(f"{root} does not exist; check the path")
+        if not Path(root).is_dir():
+            raise RunsNotFoundError(
+                f"{root} is a file, not a directory; give a sweep or run directory"
+            )
+    found = [(root, find_run_dirs([root])) for root in roots]
+    empty = [str(root) for root, dirs in found if not dirs]
+    if empty:
+        raise RunsNotFoundError(
             "no run directories found under "
-            + ", ".join(str(r) for r in roots)
-            + f" (a run directory holds {HYDRA_DIR}/config.yaml, {RESULTS_FILE} or {METRICS_FILE})"
+            + ", ".join(empty)
+            + f" (a run directory holds {HYDRA_DIR}/{CONFIG_FILE}, {RESULTS_FILE} or "
+            f"{METRICS_FILE}); give the directory rnnlab-train wrote (e.g. multirun/<date>)"
         )
-    return runs
+    return [load_run(p) for p in sorted({d for _, dirs in found for d in dirs})]
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +489,9 @@ def _count_cell(variant: Variant) -> str:
 
 
 def _params_cell(runs: Sequence[Run]) -> str | None:
-    counts = sorted({int(r.results["num_params"]) for r in runs if "num_params" in r.results})
+    counts = sorted(
+        {int(r.results["num_params"]) for r in runs if _is_number(r.results.get("num_params"))}
+    )
     if not counts:
         return None
     return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
@@ -578,6 +622,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _error_text(run: Run) -> str:
+    if run.status == INCOMPLETE and RESULTS_FILE in run.damaged:
+        return f"{RESULTS_FILE} is damaged (not readable JSON)"
     if run.status == INCOMPLETE:
         return f"no {RESULTS_FILE} (interrupted or still running)"
     error = " ".join(str(run.results.get("error") or "").split())  # one line
@@ -659,20 +705,26 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
 
 def read_curve(run: Run, metric: str) -> dict[int, float]:
     """`{step: value}` of `metric` in a run's `metrics.jsonl` (a step logged again after a
-    resume keeps its last value; unreadable lines, e.g. a truncated last one, are skipped)."""
+    resume keeps its last value; unreadable lines, e.g. a truncated last one, are skipped with a
+    warning, and so are non-numeric values)."""
     curve: dict[int, float] = {}
-    try:
-        lines = (run.path / METRICS_FILE).read_text().splitlines()
-    except OSError:
-        return curve
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and metric in record and "step" in record:
-            curve[int(record["step"])] = float(record[metric])
+    for record in run.events:
+        step, value = record.get("step"), record.get(metric)
+        if _is_number(step) and _is_number(value):
+            curve[int(step)] = float(value)
     return curve
+
+
+def logged_metrics(runs: Sequence[Run]) -> list[str]:
+    """The numeric metrics any of `runs` logged in `metrics.jsonl`, sorted."""
+    names = {
+        key
+        for run in runs
+        for record in run.events
+        for key, value in record.items()
+        if key != "step" and _is_number(value)
+    }
+    return sorted(names)
 
 
 def mean_curve(
@@ -851,6 +903,77 @@ def _notes(runs: Sequence[Run]) -> str:
     )
 
 
+BANDS = ("std", "minmax")
+"""The bands around a mean learning curve: ±1 sample std, or min–max over seeds."""
+
+
+def _flat_keys(tree: Any, prefix: str = "") -> Iterable[str]:
+    """The dotted keys of the leaves of a nested dict."""
+    if not isinstance(tree, dict):
+        yield prefix
+        return
+    for key, value in tree.items():
+        yield from _flat_keys(value, f"{prefix}.{key}" if prefix else str(key))
+
+
+def _unknown_key(option: str, key: str, runs: Sequence[Run]) -> str:
+    known: dict[str, None] = {}
+    for run in runs:
+        known.update(dict.fromkeys(run.choices))
+        known.update(dict.fromkeys(_flat_keys(run.resolved)))
+        known.update(dict.fromkeys(run.overrides))
+        known.update(dict.fromkeys(run.results.get("hparams") or {}))
+    swept = ", ".join(swept_keys(runs)) or "none"
+    hint = argcheck.did_you_mean(key, known)
+    return (
+        f"{option} {key!r} is in no run's config or overrides{hint}; give a group "
+        f"(model, task, ...) or a dotted config key such as task.length (swept here: {swept})"
+    )
+
+
+def check_options(
+    runs: Sequence[Run],
+    metrics: Sequence[str] | None = None,
+    group_by: Sequence[str] | None = None,
+    curve_metrics: Sequence[str] | None = None,
+    x_key: str | None = None,
+    band: str = "std",
+    plots: bool = True,
+) -> None:
+    """Checks `aggregate`'s options against the runs before anything is written.
+
+    Raises:
+        ConfigError: naming the option (as `rnnlab-aggregate` spells it), the value and what
+            the runs have instead: a metric no completed run has, a grouping or x key no run
+            has, a curve metric no completed run logged, an unknown band.
+    """
+    if band not in BANDS:
+        raise ConfigError(f"--band {band!r} is not a band; choose from: {', '.join(BANDS)}")
+    completed = [r for r in runs if r.completed]
+    found = available_metrics(runs)
+    for name in metrics or []:
+        if completed and name not in found:  # without completed runs, no metric is known
+            hint = argcheck.did_you_mean(name, found)
+            raise ConfigError(
+                f"--metrics: no completed run has the metric {name!r}{hint}; "
+                f"they have: {', '.join(found) or 'none'} (in {RESULTS_FILE})"
+            )
+    for key in group_by or []:
+        if all(r.value(key) is None for r in runs):
+            raise ConfigError(_unknown_key("--group-by", key, runs))
+    if x_key is not None and all(r.value(x_key) is None for r in runs):
+        raise ConfigError(_unknown_key("--x-key", x_key, runs))
+    if plots and completed and curve_metrics:
+        logged = logged_metrics(completed)
+        for name in curve_metrics:
+            if name not in logged:
+                hint = argcheck.did_you_mean(name, logged)
+                raise ConfigError(
+                    f"--curve-metric: no completed run logged {name!r} in {METRICS_FILE}{hint}; "
+                    f"they logged: {', '.join(logged) or 'nothing'}"
+                )
+
+
 def aggregate(
     roots: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
@@ -876,9 +999,11 @@ def aggregate(
         plots: False writes the tables and CSV only.
 
     Raises:
-        FileNotFoundError: a root is missing or holds no run directory.
+        RunsNotFoundError (a FileNotFoundError): a root is missing or holds no run directory.
+        ConfigError: an option names what no run has (see `check_options`); nothing is written.
     """
     runs = load_runs(roots)
+    check_options(runs, metrics, group_by, curve_metrics, x_key, band, plots)
     roots_resolved = [Path(r).resolve() for r in roots]
     root = Path(os.path.commonpath(roots_resolved)) if roots_resolved else Path.cwd()
     out_dir = Path(out) if out is not None else Path(roots[0]) / "aggregate"
@@ -893,9 +1018,6 @@ def aggregate(
     for name in chosen:
         if name not in found:
             warnings.append(f"metric {name!r} is in no completed run (have: {', '.join(found)})")
-    for key in keys:
-        if all(r.value(key) is None for r in runs):
-            warnings.append(f"group-by key {key!r} is in no run's config")
     monitor, mode = monitored(runs)
     variants = group_runs(runs, keys)
     table = build_table(variants, keys, chosen, {monitor: mode} if monitor else {})
@@ -950,17 +1072,26 @@ def _split(values: Sequence[str] | None) -> list[str] | None:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rnnlab-aggregate` and `scripts/aggregate.py`: prints the Markdown summary
-    (table and failed runs) and writes the files; exit status 1 only if no run was found."""
+def _run_root(text: str) -> str:
+    """A sweep or run directory argument: it must exist and be a directory (kept as typed)."""
+    argcheck.directory(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rnnlab-aggregate` command line."""
     parser = argparse.ArgumentParser(
-        prog="rnnlab-aggregate",
+        prog=PROG,
         description="Aggregate rnnlab sweeps/runs into Markdown and LaTeX tables (mean ± std "
         "over seeds), a CSV of every run and plots. Reads .hydra/*.yaml, results.json and "
         "metrics.jsonl (never TensorBoard events).",
     )
-    parser.add_argument("dirs", nargs="+", help="sweep or run directories (searched recursively)")
-    parser.add_argument("--out", help="output directory (default: <first dir>/aggregate)")
+    parser.add_argument(
+        "dirs", nargs="+", type=_run_root, help="sweep or run directories (searched recursively)"
+    )
+    parser.add_argument(
+        "--out", type=argcheck.output_dir, help="output directory (default: <first dir>/aggregate)"
+    )
     parser.add_argument(
         "--metrics",
         action="append",
@@ -980,28 +1111,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hyperparameter of the metric-vs-hyperparameter plots (default: the first swept "
         "key with several numeric values)",
     )
-    parser.add_argument(
-        "--band", choices=("std", "minmax"), default="std", help="learning-curve band"
-    )
+    parser.add_argument("--band", choices=BANDS, default="std", help="learning-curve band")
     parser.add_argument("--no-plots", action="store_true", help="tables and CSV only")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        summary = aggregate(
-            args.dirs,
-            out=args.out,
-            metrics=_split(args.metrics),
-            group_by=_split(args.group_by),
-            curve_metrics=_split(args.curve_metric),
-            x_key=args.x_key,
-            band=args.band,
-            plots=not args.no_plots,
-        )
-    except FileNotFoundError as err:
-        print(f"rnnlab-aggregate: error: {err}", file=sys.stderr)
-        return 1
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error in your input"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rnnlab-aggregate` and `scripts/aggregate.py`: prints the Markdown summary
+    (table and failed runs) and writes the files. A mistake in the arguments (a missing
+    directory, one without runs, a metric or key no run has, an unwritable `--out`) is one line
+    on stderr and exit status 2, before anything is written."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return report_user_errors(PROG, _main, args, debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
+    if args.out is None:
+        default = Path(args.dirs[0]) / "aggregate"
+        argcheck.check_output_dir(default, "the default output directory", "give --out DIR")
+    summary = aggregate(
+        args.dirs,
+        out=args.out,
+        metrics=_split(args.metrics),
+        group_by=_split(args.group_by),
+        curve_metrics=_split(args.curve_metric),
+        x_key=args.x_key,
+        band=args.band,
+        plots=not args.no_plots,
+    )
     print(summary.markdown)
     for warning in summary.warnings:
-        print(f"rnnlab-aggregate: warning: {warning}", file=sys.stderr)
-    print(f"rnnlab-aggregate: wrote {len(summary.files)} files to", end=" ", file=sys.stderr)
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    print(f"{PROG}: wrote {len(summary.files)} files to", end=" ", file=sys.stderr)
     print(summary.files[0].parent, file=sys.stderr)
     return 0

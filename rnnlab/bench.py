@@ -10,11 +10,13 @@ Achieved GFLOP/s counts only the matmuls (`2 G h (d + h)` per token per layer an
 the forward, three times that for a training step) and is compared with a large square matmul
 measured in the same run.
 
-Torch and Flax are optional: an implementation whose framework is missing is skipped.
+Torch and Flax are optional: an implementation whose framework is missing is skipped (with a note;
+one named in `--impls` is an error saying what to install).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import json
@@ -22,11 +24,15 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from rnnlab import argcheck
+from rnnlab.errors import ConfigError, UserError, report_user_errors
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 MODES = ("train", "infer")
@@ -577,61 +583,164 @@ def write(result: dict[str, Any], out_dir: str, stem: str = "benchmark") -> tupl
 # ----------------------------------------------------------------------------- command line
 
 
+PROG = "rnnlab-benchmark"
+GRID_FORMAT = "cell:batch,time,input,hidden[,layers[,directions]], e.g. lstm:32,128,64,256"
+PIP_NAMES = {"torch": "torch", "flax": "flax"}
+"""The package that installs each optional framework."""
+
+
 def parse_grid(text: str) -> list[Config]:
-    """`cell:b,t,d,h[,layers[,directions]]` items separated by `;`, e.g. `lstm:32,128,64,256`."""
+    """`cell:b,t,d,h[,layers[,directions]]` items separated by `;`, e.g. `lstm:32,128,64,256`.
+
+    Raises:
+        ConfigError (a ValueError): an item that is not of that form, an unknown cell, a size
+            below 1, directions other than 1 or 2, or no item at all.
+    """
     configs = []
     for item in filter(None, (part.strip() for part in text.split(";"))):
         cell, _, dims = item.partition(":")
-        configs.append(Config(cell, *(int(v) for v in dims.split(","))))
+        cell = cell.strip()
+        where = f"--configs item {item!r}"
+        if cell not in GATES:
+            raise ConfigError(f"{where}: unknown cell {cell!r}; choose from: {', '.join(GATES)}")
+        try:
+            sizes = [int(v) for v in dims.split(",")]
+        except ValueError:
+            raise ConfigError(f"{where}: sizes must be integers: {GRID_FORMAT}") from None
+        if not 4 <= len(sizes) <= 6:
+            raise ConfigError(f"{where}: give 4 to 6 sizes, got {len(sizes)}: {GRID_FORMAT}")
+        if min(sizes) < 1:
+            raise ConfigError(f"{where}: every size must be >= 1, got {min(sizes)}")
+        if len(sizes) == 6 and sizes[5] not in (1, 2):
+            raise ConfigError(f"{where}: directions must be 1 or 2, got {sizes[5]}")
+        configs.append(Config(cell, *sizes))
+    if not configs:
+        raise ConfigError(f"--configs holds no configuration: {GRID_FORMAT}")
     return configs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rnnlab-benchmark` and `scripts/benchmark.py`; writes JSON and Markdown."""
-    import argparse
-    import sys
+def _grid_arg(text: str) -> list[Config]:
+    try:
+        return parse_grid(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--configs ")) from None
 
-    argv = list(sys.argv[1:] if argv is None else argv)
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _stem_arg(text: str) -> str:
+    if not text or any(sep and sep in text for sep in (os.sep, os.altsep)):
+        raise argparse.ArgumentTypeError(
+            f"must be a file name without a directory, got {text!r}; give the folder with --out"
+        )
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rnnlab-benchmark` command line (every value is checked as it is parsed)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", choices=("default", "tiny", "scaling"), default="default")
     parser.add_argument("--scaling", action="store_true", help="same as --grid scaling")
     parser.add_argument(
-        "--configs", help="explicit grid, e.g. 'lstm:32,128,64,256;gru:8,512,64,256,2,2'"
+        "--configs",
+        type=_grid_arg,
+        help="explicit grid, e.g. 'lstm:32,128,64,256;gru:8,512,64,256,2,2'",
     )
-    parser.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 peak matmul")
-    parser.add_argument("--cells", default="lstm,gru", help="cells of the default/scaling grid")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="single,2-layer,bi")
-    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS))
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--min-seconds", type=float, default=0.0)
-    parser.add_argument("--out", default="benchmark_results")
-    parser.add_argument("--stem", default=None, help="output file stem (default: the grid name)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--peak-size",
+        type=argcheck.int_at_least(1),
+        default=2048,
+        help="n of the n^3 peak matmul",
+    )
+    parser.add_argument(
+        "--cells",
+        type=argcheck.name_list(tuple(GATES), "cell"),
+        default="lstm,gru",
+        help="cells of the default/scaling grid",
+    )
+    parser.add_argument(
+        "--variants",
+        type=argcheck.name_list(tuple(VARIANTS), "variant"),
+        default=",".join(VARIANTS),
+        help="single,2-layer,bi",
+    )
+    parser.add_argument(
+        "--impls",
+        type=argcheck.name_list(tuple(IMPLEMENTATIONS), "implementation"),
+        help=f"implementations (default: {','.join(IMPLEMENTATIONS)}, those whose framework is "
+        "installed)",
+    )
+    parser.add_argument("--modes", type=argcheck.name_list(MODES, "mode"), default=",".join(MODES))
+    parser.add_argument("--repeats", type=argcheck.int_at_least(1), default=10)
+    parser.add_argument("--warmup", type=argcheck.int_at_least(0), default=2)
+    parser.add_argument("--min-seconds", type=argcheck.float_at_least(0.0), default=0.0)
+    parser.add_argument("--out", type=argcheck.output_dir, default="benchmark_results")
+    parser.add_argument(
+        "--stem", type=_stem_arg, default=None, help="output file stem (default: the grid name)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error in your input"
+    )
+    return parser
 
-    cells = args.cells.split(",")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rnnlab-benchmark` and `scripts/benchmark.py`; writes JSON and Markdown.
+
+    A mistake in the arguments (an unknown cell or implementation, a size or count below its
+    minimum, an output path that cannot be written, an implementation asked for whose framework
+    is not installed) is one line on stderr and exit status 2, before anything is timed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    return report_user_errors(PROG, _main, args, argv, debug=args.debug)
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    impls = args.impls or list(IMPLEMENTATIONS)
+    missing: dict[str, list[str]] = {}
+    for name in impls:
+        framework = IMPLEMENTATIONS[name][0]
+        if not _framework_present(framework):
+            missing.setdefault(str(framework), []).append(name)
+    for framework, names in missing.items():
+        install = f"pip install {PIP_NAMES.get(framework, framework)}"
+        if args.impls is not None:
+            raise UserError(
+                f"--impls {','.join(names)} needs {framework}, which is not installed: "
+                f"{install}, or leave {','.join(names)} out of --impls"
+            )
+        print(
+            f"{PROG}: note: {framework} is not installed, so {','.join(names)} is skipped "
+            f"({install} to include it)",
+            file=sys.stderr,
+        )
+
     grid = "scaling" if args.scaling else args.grid
     if args.configs:
-        configs, grid = parse_grid(args.configs), "custom"
+        configs, grid = args.configs, "custom"
     elif grid == "tiny":
         configs = tiny_grid()
     elif grid == "scaling":
-        configs = [c for cell in cells for c in scaling_grid(cell)]
+        configs = [c for cell in args.cells for c in scaling_grid(cell)]
     else:
-        configs = default_grid(cells, args.variants.split(","))
+        configs = default_grid(args.cells, args.variants)
+    stem = args.stem or grid
+    for ext in ("json", "md"):
+        path = args.out / f"{stem}.{ext}"
+        if path.is_dir():
+            raise UserError(
+                f"{path} is a directory, so the report cannot be written there; "
+                "give another --stem or --out"
+            )
     result = benchmark(
         configs,
-        implementations=args.impls.split(","),
-        modes=args.modes.split(","),
+        implementations=impls,
+        modes=args.modes,
         repeats=args.repeats,
         warmup=args.warmup,
         min_seconds=args.min_seconds,
         peak_size=args.peak_size,
     )
     result["command"] = " ".join(["rnnlab-benchmark", *argv])
-    json_path, md_path = write(result, args.out, args.stem or grid)
+    json_path, md_path = write(result, str(args.out), stem)
     print(markdown(result))
     print(f"wrote {json_path} and {md_path}")
     return 0

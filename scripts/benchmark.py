@@ -18,4 +18,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from rnnlab.bench import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -207,10 +207,14 @@ def test_numeric_sweep_gets_a_versus_plot_and_n1_has_no_std(tmp_path: Path) -> N
 def test_cli_prints_the_table_and_errors_without_runs(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert agg.main([str(tmp_path / "missing")]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        agg.main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2  # a user error: one line, no traceback
     assert str(tmp_path / "missing") in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert agg.main([str(tmp_path / "empty")]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        agg.main([str(tmp_path / "empty")])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "no run directories found" in err and str(tmp_path / "empty") in err
     # The script wrapper, as a user runs it.

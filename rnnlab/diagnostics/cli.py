@@ -13,7 +13,10 @@ several run directories, grad-flow also draws them on one comparison plot. `--ce
 freshly initialised cells (`conf/cell/<name>.yaml`) on the adding problem without any run.
 
 An argparse command (like `rnnlab-sample`): sweep run directories are named by their overrides
-(`model=lstm,seed=0`), which Hydra's override grammar would make the user quote.
+(`model=lstm,seed=0`), which Hydra's override grammar would make the user quote. Every argument is
+checked before anything is written: a mistake (a directory that is no run, a run without
+checkpoints, a step it did not keep, an unknown cell, a non-positive size, an unwritable output
+folder) is one line on stderr and exit status 2 (`--debug` or `RNNLAB_DEBUG=1`: the traceback).
 """
 
 from __future__ import annotations
@@ -28,11 +31,23 @@ from typing import Any
 
 import numpy as np
 
+from rnnlab import argcheck
 from rnnlab.diagnostics import gradflow, plots
 from rnnlab.diagnostics.attention_maps import attention_weights, lengths_of
-from rnnlab.diagnostics.loading import LoadedRun, first_batch, load_config, load_run
+from rnnlab.diagnostics.loading import (
+    CHECKPOINT_HELP,
+    LoadedRun,
+    check_checkpoint,
+    first_batch,
+    load_config,
+    load_run,
+    parse_checkpoint,
+)
+from rnnlab.errors import ConfigError, UserError, report_user_errors
 
 log = logging.getLogger(__name__)
+
+PROG = "rnnlab-diagnose"
 
 WHAT = ("grad_flow", "gates", "attention")
 OUT_SUBDIR = "diagnostics"
@@ -105,8 +120,14 @@ def diagnose(
     init = run.step is None
     tag = "init" if init else "trained"
     suffix = "_init" if init else ""
-    sink = Sink(out_dir, logdir, tag, 0 if init else run.step)
     batch = first_batch(run.task, batch_size=max(batch_size, example + 1))
+    examples = int(np.shape(batch["inputs"])[0])
+    if not 0 <= example < examples:
+        raise ConfigError(
+            f"--example {example}: the first evaluation batch of {label or 'the run'} has "
+            f"{examples} examples; choose 0 to {examples - 1}"
+        )
+    sink = Sink(out_dir, logdir, tag, 0 if init else run.step)
     lengths = lengths_of(batch)
     length = None if lengths is None else int(lengths[example])
     when = "at initialisation" if init else f"checkpoint step {run.step}"
@@ -117,7 +138,7 @@ def diagnose(
         "init": init,
         "model": type(run.model).__name__,
         "cell": type(run.model.cell).__name__,
-        "batch_size": int(np.shape(batch["inputs"])[0]),
+        "batch_size": examples,
         "example": example,
     }
     arrays: dict[str, np.ndarray] = {}
@@ -177,13 +198,26 @@ def run_labels(run_dirs: Sequence[Path], model_names: Sequence[str]) -> list[str
     return labels
 
 
+def _config_dir() -> Path:
+    """rnnlab's `conf/` directory, a user error where it cannot be found."""
+    from rnnlab.cli import config_dir
+
+    try:
+        return config_dir()
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from err
+
+
+def cell_names() -> list[str]:
+    """The cells of `--cells`: `conf/cell/<name>.yaml`."""
+    return sorted(p.stem for p in (_config_dir() / "cell").glob("*.yaml"))
+
+
 def cell_config(name: str) -> Any:
     """`conf/cell/<name>.yaml` with its `defaults` list (other cell files, `_self_`) merged."""
     from omegaconf import OmegaConf
 
-    from rnnlab.cli import config_dir
-
-    cfg = OmegaConf.load(config_dir() / "cell" / f"{name}.yaml")
+    cfg = OmegaConf.load(_config_dir() / "cell" / f"{name}.yaml")
     defaults = cfg.pop("defaults", None)
     if defaults is None:
         return cfg
@@ -222,59 +256,130 @@ def compare_cells(
     return result
 
 
-def _parse_what(text: str) -> list[str]:
-    what = [w.strip() for w in text.split(",") if w.strip()]
-    unknown = sorted(set(what) - set(WHAT))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown --what {unknown}; choose from {list(WHAT)}")
-    return what
+_parse_what = argcheck.name_list(WHAT, "diagnostic")
+
+
+def _checkpoint(text: str) -> str:
+    """A `--checkpoint` value, checked (`parse_checkpoint`), kept as typed."""
+    try:
+        parse_checkpoint(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be {CHECKPOINT_HELP}, got {text!r}") from None
+    return text
+
+
+def _data_dir(text: str) -> str:
+    """A `--data-dir`: an existing directory, kept as typed (it replaces the config's text)."""
+    argcheck.directory(text)
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rnnlab-diagnose",
+        prog=PROG,
         description="Gradient flow through time, gate activations and attention maps of runs.",
     )
-    parser.add_argument("run_dirs", nargs="*", type=Path, help="run directories of rnnlab-train")
+    parser.add_argument(
+        "run_dirs", nargs="*", type=argcheck.directory, help="run directories of rnnlab-train"
+    )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=argcheck.output_dir,
         help="output folder (default: <run_dir>/diagnostics; with several runs, one subfolder "
         "per run and the comparison plot here, else in <common parent>/diagnostics)",
     )
-    parser.add_argument("--checkpoint", default="best", help='"best", "latest" or a step')
+    parser.add_argument("--checkpoint", type=_checkpoint, default="best", help=CHECKPOINT_HELP)
     parser.add_argument("--init", action="store_true", help="the run's initial parameters")
     parser.add_argument("--what", type=_parse_what, default=list(WHAT), help=",".join(WHAT))
-    parser.add_argument("--example", type=int, default=0, help="example drawn in the figures")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples for grad norms")
-    parser.add_argument("--logdir", type=Path, help="TensorBoard directory (default: run dir)")
+    parser.add_argument(
+        "--example", type=argcheck.int_at_least(0), default=0, help="example drawn in the figures"
+    )
+    parser.add_argument(
+        "--batch-size", type=argcheck.int_at_least(1), default=32, help="examples for grad norms"
+    )
+    parser.add_argument(
+        "--logdir", type=argcheck.output_dir, help="TensorBoard directory (default: run dir)"
+    )
     parser.add_argument("--no-tensorboard", action="store_true")
-    parser.add_argument("--data-dir", help="replaces the runs' data_dir (data-backed tasks)")
+    parser.add_argument(
+        "--data-dir", type=_data_dir, help="replaces the runs' data_dir (data-backed tasks)"
+    )
     parser.add_argument("--cells", help="compare fresh cells instead, e.g. rnn_tanh,lstm,gru")
-    parser.add_argument("--length", type=int, default=100, help="--cells: sequence length")
-    parser.add_argument("--hidden", type=int, default=64, help="--cells: hidden units")
-    parser.add_argument("--seed", type=int, default=0, help="--cells: init seed")
+    parser.add_argument(
+        "--length", type=argcheck.int_at_least(2), default=100, help="--cells: sequence length"
+    )
+    parser.add_argument(
+        "--hidden", type=argcheck.int_at_least(1), default=64, help="--cells: hidden units"
+    )
+    parser.add_argument(
+        "--seed", type=argcheck.int_at_least(0, 2**32 - 1), default=0, help="--cells: init seed"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error in your input"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console script `rnnlab-diagnose` (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    report_user_errors(PROG, _main, args, debug=args.debug)
+
+
+def _check_runs(args: argparse.Namespace) -> None:
+    """Checks every run directory and output folder before anything is written."""
+    for run_dir in args.run_dirs:
+        load_config(run_dir)  # a run directory with a readable config
+        if not args.init:
+            check_checkpoint(run_dir, args.checkpoint)
+    several = len(args.run_dirs) > 1
+    if args.out is None:
+        for run_dir in args.run_dirs:
+            argcheck.check_output_dir(
+                run_dir / OUT_SUBDIR, "the default output folder", "give --out DIR"
+            )
+        if several:
+            common = Path(os.path.commonpath([str(p.absolute()) for p in args.run_dirs]))
+            argcheck.check_output_dir(
+                common / OUT_SUBDIR, "the default comparison folder", "give --out DIR"
+            )
+    if not args.no_tensorboard and args.logdir is None:
+        for run_dir in args.run_dirs:
+            argcheck.check_output_dir(
+                run_dir,
+                "TensorBoard logs go to the run directory",
+                "give --logdir DIR or --no-tensorboard",
+            )
+
+
+def _main(args: argparse.Namespace) -> None:
     from rnnlab.cli import _quiet_third_party_logs
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_third_party_logs()
+    if args.cells and args.run_dirs:
+        raise UserError(
+            "give run directories or --cells, not both (--cells compares fresh cells, no run)"
+        )
     if args.cells:
-        out = args.out or Path(OUT_SUBDIR)
+        names = argcheck.name_list(cell_names(), "cell")
+        try:
+            cells = names(args.cells)
+        except argparse.ArgumentTypeError as err:
+            raise UserError(f"--cells: {err} (conf/cell/<name>.yaml)") from None
+        out = args.out or argcheck.check_output_dir(
+            Path(OUT_SUBDIR), "the default output folder", "give --out DIR"
+        )
         out.mkdir(parents=True, exist_ok=True)
-        result = compare_cells(args.cells.split(","), args.length, args.hidden, out, args.seed)
+        result = compare_cells(cells, args.length, args.hidden, out, args.seed)
         for name, summary in result["grad_flow_summary"].items():
             ratios = {k: f"{v['ratio_first_last']:.3g}" for k, v in summary.items()}
             print(f"{name}: first/last gradient norm {ratios}")
         print("\n".join(result["files"]))
         return
     if not args.run_dirs:
-        raise SystemExit("rnnlab-diagnose: give run directories or --cells")
+        raise UserError("give run directories (written by rnnlab-train) or --cells")
+    _check_runs(args)
     several = len(args.run_dirs) > 1
     compared: dict[str, dict[str, np.ndarray]] = {}
     names = [str(load_config(d).model.get("name", "model")) for d in args.run_dirs]

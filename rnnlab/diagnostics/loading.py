@@ -6,6 +6,9 @@ run (same cell, backbone fields, `trainer.unroll` override, task settings and se
 the parameters of a checkpoint, or returns the run's own initial parameters (`init=True`: the
 `PRNGKey(seed)` split that `rnnlab.train` initialises from), so "at initialisation" diagnostics
 see the very parameters the run started from.
+
+A directory that is not a run, a run without the checkpoint asked for, or a damaged config is a
+user error (`RunNotFoundError`, `ConfigError`) whose message names the file and the fix.
 """
 
 from __future__ import annotations
@@ -13,17 +16,100 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import yaml
 from omegaconf import DictConfig
 
-from rnnlab.cli import build_task_and_model, load_config
+from rnnlab import cli
+from rnnlab.cli import build_task_and_model
+from rnnlab.errors import ConfigError, UserError
+from rnnlab.rundir import CHECKPOINT_DIR, CONFIG_FILE, HYDRA_DIR
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.typing import Params
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_HELP = '"best", "latest" or a step (an integer >= 0)'
+
+
+class RunNotFoundError(UserError, FileNotFoundError):
+    """Not a run directory of `rnnlab-train`, or the run lacks the checkpoint asked for."""
+
+
+def _sweep_hint(path: Path) -> str:
+    """Where `path` holds run directories (a sweep): a hint to give those instead."""
+    try:
+        jobs = sorted(p for p in path.iterdir() if (p / HYDRA_DIR / CONFIG_FILE).is_file())
+    except OSError:
+        return ""
+    if not jobs:
+        return ""
+    return f" (it holds {len(jobs)} run directories, e.g. {jobs[0]}: give those)"
+
+
+def load_config(
+    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
+) -> DictConfig:
+    """`rnnlab.cli.load_config` (the run's composed config), with a user error naming the file
+    where `run_dir` is not a run directory or its config is damaged.
+
+    Raises:
+        RunNotFoundError (a FileNotFoundError): no `.hydra/config.yaml` in `run_dir`.
+        ConfigError: the config file is not a readable YAML mapping.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / HYDRA_DIR / CONFIG_FILE
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise RunNotFoundError(f"{run_dir} {what}; give a run directory of rnnlab-train")
+    if not path.is_file():
+        raise RunNotFoundError(
+            f"{run_dir} is not a run directory: it has no {HYDRA_DIR}/{CONFIG_FILE}"
+            f"{_sweep_hint(run_dir)}; give a directory rnnlab-train wrote "
+            "(runs/<task>/<model>/<time>, or one job directory of a sweep)"
+        )
+    try:
+        cfg = cli.load_config(run_dir, data_dir, **overrides)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        problem = " ".join(str(err).split())
+        raise ConfigError(f"{path} is damaged, not readable YAML ({problem})") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} is damaged: it holds a {type(cfg).__name__}, not a mapping")
+    return cfg
+
+
+def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
+    """The steps of `<run_dir>/checkpoints/<step>/`, sorted ([] if none; whether a step is
+    complete and intact is checked when it is restored)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def check_checkpoint(run_dir: str | os.PathLike[str], checkpoint: str | int | None) -> None:
+    """Checks, without opening a checkpoint, that `run_dir` has one to restore for `checkpoint`
+    (see `parse_checkpoint`).
+
+    Raises:
+        RunNotFoundError: the run has no checkpoint, or not the step asked for.
+    """
+    step = parse_checkpoint(checkpoint)
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise RunNotFoundError(
+            f"{run_dir} has no checkpoints ({Path(run_dir) / CHECKPOINT_DIR} is missing or "
+            "empty: the run saved none yet); use --init for its initial parameters"
+        )
+    if isinstance(step, int) and step not in steps:
+        raise RunNotFoundError(
+            f"--checkpoint {step}: {run_dir} keeps checkpoints at steps {steps}; choose one of "
+            'those, "best" or "latest"'
+        )
 
 
 class LoadedRun(NamedTuple):
@@ -51,14 +137,34 @@ def initial_params(cfg: DictConfig, task: Task, model: nn.Module) -> Params:
 
 
 def parse_checkpoint(checkpoint: str | int | None) -> str | int | None:
-    """`"best"`, `"latest"`/None (-> None) or a step (`"1500"` -> 1500)."""
+    """`"best"`, `"latest"`/None (-> None) or a step (`"1500"` -> 1500).
+
+    Raises:
+        ConfigError (a ValueError): anything else, e.g. a negative step or "last".
+    """
     if checkpoint is None or checkpoint == "latest":
         return None
-    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
+    if isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 0:
+        return checkpoint
+    if isinstance(checkpoint, str) and checkpoint.isdigit():
         return int(checkpoint)
     if checkpoint != "best":
-        raise ValueError(f'checkpoint must be "best", "latest" or a step, got {checkpoint!r}')
+        raise ConfigError(f"--checkpoint must be {CHECKPOINT_HELP}, got {checkpoint!r}")
     return checkpoint
+
+
+def _restore(run_dir: str | os.PathLike[str], params: Params, step: Any) -> tuple[Params, int]:
+    """`rnnlab.checkpoint.restore_params`, its missing-checkpoint errors as `RunNotFoundError`."""
+    from rnnlab.checkpoint import restore_params
+
+    try:
+        return restore_params(run_dir, params, step)
+    except FileNotFoundError as err:
+        if isinstance(err, UserError):
+            raise
+        raise RunNotFoundError(
+            f'{err}; choose another --checkpoint ("best", "latest" or a kept step) or --init'
+        ) from err
 
 
 def load_run(
@@ -83,10 +189,11 @@ def load_run(
         A `LoadedRun(cfg, task, model, params, step)`.
 
     Raises:
-        FileNotFoundError: not a run directory, or no (matching) checkpoint.
+        RunNotFoundError (a FileNotFoundError): not a run directory, or no (matching)
+            checkpoint.
+        ConfigError: a damaged config or a bad `checkpoint` value.
+        RunDirError: the checkpoint is damaged.
     """
-    from rnnlab.checkpoint import restore_params
-
     cfg = load_config(run_dir, data_dir, **dict(overrides or {}))
     task, model = build_task_and_model(cfg)
     params = initial_params(cfg, task, model)
@@ -94,12 +201,12 @@ def load_run(
         return LoadedRun(cfg, task, model, params, None)
     step = parse_checkpoint(checkpoint)
     try:
-        params, used = restore_params(run_dir, params, step)
-    except FileNotFoundError as err:
+        params, used = _restore(run_dir, params, step)
+    except RunNotFoundError as err:
         if step != "best" or "no best checkpoint" not in str(err):
             raise
         log.warning("%s: no best checkpoint recorded; using the latest", run_dir)
-        params, used = restore_params(run_dir, params, None)
+        params, used = _restore(run_dir, params, None)
     return LoadedRun(cfg, task, model, params, int(used))
 
 
