@@ -51,7 +51,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rnnlab.errors import RunDirError, UserError
+from rnnlab.errors import RunDirError, RunNotFoundError, UserError
 from rnnlab.rundir import CHECKPOINT_DIR, DAMAGED_DIR, timestamp
 
 log = logging.getLogger(__name__)
@@ -516,28 +516,33 @@ def restore_params(
         `(params, step)`.
 
     Raises:
-        FileNotFoundError: no checkpoint in `run_dir`, or not the one asked for.
+        RunNotFoundError (a FileNotFoundError): no checkpoint in `run_dir`, or not the one
+            asked for.
         RunDirError: the checkpoint is damaged.
         CheckpointMismatch: it holds another model's parameters.
     """
     directory = Path(run_dir) / CHECKPOINT_DIR
     if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoints in {directory}")
+        raise RunNotFoundError(f"no checkpoints in {directory}: the run saved none yet")
     checkpointer = Checkpointer(directory, CheckpointConfig(), read_only=True)
     try:
         steps = checkpointer.all_steps()
         if not steps:
-            raise FileNotFoundError(f"no complete checkpoint in {directory}")
+            raise RunNotFoundError(f"no complete checkpoint in {directory}")
         if step is None:
             step = steps[-1]
         elif step == "best":
             best = _readable_meta(checkpointer, steps[-1]).get("best_step")
             if best is None or best not in steps:
-                raise FileNotFoundError(f"no best checkpoint recorded in {directory}")
+                raise RunNotFoundError(
+                    f"no best checkpoint recorded in {directory}; ask for the latest instead"
+                )
             step = best
         step = int(step)
         if step not in steps:
-            raise FileNotFoundError(f"step {step} not in {directory} (kept: {steps})")
+            raise RunNotFoundError(
+                f"checkpoint step {step} is not in {directory}: it keeps steps {steps}"
+            )
         try:
             restored, _ = checkpointer.restore(step, {"params": target_params})
         except CheckpointDamaged as err:

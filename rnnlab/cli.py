@@ -29,11 +29,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import distributed
 from rnnlab.checks import check_int
-from rnnlab.errors import ConfigError, UserError, env_flag_value, report_user_errors
+from rnnlab.errors import (
+    ConfigError,
+    RunNotFoundError,
+    UserError,
+    env_flag_value,
+    report_user_errors,
+)
 from rnnlab.optim import OptimConfig, build_optimizer
 from rnnlab.rundir import (
     CONFIG_FILE,
@@ -150,20 +157,44 @@ def load_config(
         **overrides: dotted keys to set, e.g. `{"task.eval_max_windows": 4}`.
 
     Raises:
-        UserError: no `.hydra/config.yaml` in `run_dir`.
+        RunNotFoundError: `run_dir` is not a directory, or has no `.hydra/config.yaml` (the
+            message names the run directories inside a sweep directory given instead).
+        ConfigError: the config file is damaged (not a YAML mapping).
     """
-    path = Path(run_dir) / HYDRA_DIR / CONFIG_FILE
+    run_dir = Path(run_dir)
+    path = run_dir / HYDRA_DIR / CONFIG_FILE
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise RunNotFoundError(f"{run_dir} {what}; give a run directory of rnnlab-train")
     if not path.is_file():
-        raise UserError(
-            f"{path} not found: {run_dir} is not a run directory of rnnlab-train (give the "
-            "directory it printed when it started)"
+        raise RunNotFoundError(
+            f"{run_dir} is not a run directory: it has no {HYDRA_DIR}/{CONFIG_FILE}"
+            f"{_sweep_hint(run_dir)}; give a directory rnnlab-train wrote "
+            "(runs/<task>/<model>/<time>, or one job directory of a sweep)"
         )
-    cfg = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        problem = " ".join(str(err).split())
+        raise ConfigError(f"{path} is damaged, not readable YAML ({problem})") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} is damaged: it holds a {type(cfg).__name__}, not a mapping")
     if data_dir is not None:
         cfg.data_dir = str(data_dir)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
+
+
+def _sweep_hint(path: Path) -> str:
+    """Where `path` holds run directories (a sweep): a hint to give those instead."""
+    try:
+        jobs = sorted(p for p in path.iterdir() if (p / HYDRA_DIR / CONFIG_FILE).is_file())
+    except OSError:
+        return ""
+    if not jobs:
+        return ""
+    return f" (it holds {len(jobs)} run directories, e.g. {jobs[0]}: give those)"
 
 
 def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
@@ -457,11 +488,6 @@ def sample_main(argv: list[str] | None = None) -> None:
 def _sample(args: Any) -> None:
     _quiet_third_party_logs()
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UserError(
-            f"run directory {run_dir} does not exist: give a run directory of "
-            "rnnlab-train (it prints its path when it starts)"
-        )
     if args.prompt_file:
         prompt = _read_prompt_file(args.prompt_file)
     else:  # let "\n" and "\t" typed on the command line mean newline and tab
@@ -479,8 +505,6 @@ def _sample(args: Any) -> None:
         )
     except KeyError as err:  # a prompt token the vocabulary does not have
         raise UserError(f"--prompt: {err.args[0]}; use tokens of the training text") from None
-    except FileNotFoundError as err:
-        raise UserError(f"{err}; --checkpoint chooses another (best, latest or a step)") from None
     for index, text in enumerate(texts):
         print(f"--- sample {index} (checkpoint step {step}) ---\n{text}")
 

@@ -54,6 +54,11 @@ class RunDirError(UserError):
     """The run directory cannot take this run (a refused re-run); nothing in it was changed."""
 
 
+class RunNotFoundError(UserError, FileNotFoundError):
+    """A path given as a run directory is not one, or lacks what was asked of it (its config,
+    a checkpoint)."""
+
+
 def env_flag_value(value: str | None) -> bool:
     """Whether an environment variable's value turns a flag on (set, and not 0/false/no)."""
     return (value or "").strip().lower() not in ("", "0", "false", "no")

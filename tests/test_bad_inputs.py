@@ -123,6 +123,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copytree(paths["done"], interrupted)
     (interrupted / RESULTS_FILE).unlink()
     paths["interrupted"] = interrupted
+    for name, damage in (("vocab.json", b'{"tokens": ["a", '), (".hydra/config.yaml", b"a: [\n")):
+        copy = root / f"lm_bad_{Path(name).stem.replace('.', '')}"
+        shutil.copytree(paths["lm"], copy)
+        (copy / name).write_bytes(damage)
+        paths[copy.name] = copy
     bad = root / "bad"
     bad.mkdir()
     (bad / "a_file").write_text("not a directory\n")
@@ -342,13 +347,16 @@ SAMPLE_CASES: dict[str, tuple[list[str], list[str]]] = {
     "samples zero": (["{lm}", "--num-samples", "0"], ["--num-samples"]),
     "seed negative": (["{lm}", "--seed", "-1"], ["--seed"]),
     "checkpoint word": (["{lm}", "--checkpoint", "first"], ["--checkpoint"]),
-    "checkpoint not kept": (["{lm}", "--checkpoint", "12345"], ["12345", "--checkpoint"]),
+    "checkpoint not kept": (["{lm}", "--checkpoint", "12345"], ["step 12345", "keeps steps"]),
     "run dir missing": (["{root}/nowhere"], ["nowhere"]),
     "not a run dir": (["{bad}"], ["{bad}"]),
     "not a language model": (["{done}"], ["vocab.json", "char_lm"]),
     "prompt out of vocabulary": (["{lm}", "--prompt", "QZX#"], ["--prompt"]),
     "prompt file missing": (["{lm}", "--prompt-file", "{bad}/nowhere.txt"], ["nowhere.txt"]),
     "prompt file binary": (["{lm}", "--prompt-file", "{bad}/binary.txt"], ["binary.txt"]),
+    "sweep dir for a run dir": (["{root}"], ["{root}", "run directories"]),
+    "damaged vocabulary": (["{lm_bad_vocab}"], ["vocab.json", "damaged"]),
+    "damaged config": (["{lm_bad_config}"], ["config.yaml", "damaged"]),
 }
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from rnnlab.checks import check_float
 from rnnlab.data.batching import TRAIN_STREAM, step_rng
-from rnnlab.data.errors import ConfigError, StrPath, read_text, require_dir
+from rnnlab.data.errors import ConfigError, DataError, StrPath, read_text, require_dir
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -103,8 +103,18 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: StrPath) -> Vocabulary:
-        """Reads a vocabulary written by `save`."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Reads a vocabulary written by `save`.
+
+        Raises:
+            DataError: the file is damaged (not the JSON `save` writes).
+        """
+        try:
+            return cls.from_json(Path(path).read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise DataError(
+                f"{path} is damaged ({type(err).__name__}: {err}); it is the vocabulary the run "
+                "was trained with, so restore it from a copy of the run"
+            ) from None
 
 
 def load_char_corpus(

@@ -21,65 +21,18 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import yaml
 from omegaconf import DictConfig
 
-from rnnlab import cli
-from rnnlab.cli import build_task_and_model
-from rnnlab.errors import ConfigError, UserError
-from rnnlab.rundir import CHECKPOINT_DIR, CONFIG_FILE, HYDRA_DIR
+from rnnlab.checkpoint import restore_params
+from rnnlab.cli import build_task_and_model, load_config
+from rnnlab.errors import ConfigError, RunNotFoundError
+from rnnlab.rundir import CHECKPOINT_DIR
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.typing import Params
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_HELP = '"best", "latest" or a step (an integer >= 0)'
-
-
-class RunNotFoundError(UserError, FileNotFoundError):
-    """Not a run directory of `rnnlab-train`, or the run lacks the checkpoint asked for."""
-
-
-def _sweep_hint(path: Path) -> str:
-    """Where `path` holds run directories (a sweep): a hint to give those instead."""
-    try:
-        jobs = sorted(p for p in path.iterdir() if (p / HYDRA_DIR / CONFIG_FILE).is_file())
-    except OSError:
-        return ""
-    if not jobs:
-        return ""
-    return f" (it holds {len(jobs)} run directories, e.g. {jobs[0]}: give those)"
-
-
-def load_config(
-    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
-) -> DictConfig:
-    """`rnnlab.cli.load_config` (the run's composed config), with a user error naming the file
-    where `run_dir` is not a run directory or its config is damaged.
-
-    Raises:
-        RunNotFoundError (a FileNotFoundError): no `.hydra/config.yaml` in `run_dir`.
-        ConfigError: the config file is not a readable YAML mapping.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / HYDRA_DIR / CONFIG_FILE
-    if not run_dir.is_dir():
-        what = "is a file" if run_dir.exists() else "does not exist"
-        raise RunNotFoundError(f"{run_dir} {what}; give a run directory of rnnlab-train")
-    if not path.is_file():
-        raise RunNotFoundError(
-            f"{run_dir} is not a run directory: it has no {HYDRA_DIR}/{CONFIG_FILE}"
-            f"{_sweep_hint(run_dir)}; give a directory rnnlab-train wrote "
-            "(runs/<task>/<model>/<time>, or one job directory of a sweep)"
-        )
-    try:
-        cfg = cli.load_config(run_dir, data_dir, **overrides)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        problem = " ".join(str(err).split())
-        raise ConfigError(f"{path} is damaged, not readable YAML ({problem})") from err
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{path} is damaged: it holds a {type(cfg).__name__}, not a mapping")
-    return cfg
 
 
 def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
@@ -153,20 +106,6 @@ def parse_checkpoint(checkpoint: str | int | None) -> str | int | None:
     return checkpoint
 
 
-def _restore(run_dir: str | os.PathLike[str], params: Params, step: Any) -> tuple[Params, int]:
-    """`rnnlab.checkpoint.restore_params`, its missing-checkpoint errors as `RunNotFoundError`."""
-    from rnnlab.checkpoint import restore_params
-
-    try:
-        return restore_params(run_dir, params, step)
-    except FileNotFoundError as err:
-        if isinstance(err, UserError):
-            raise
-        raise RunNotFoundError(
-            f'{err}; choose another --checkpoint ("best", "latest" or a kept step) or --init'
-        ) from err
-
-
 def load_run(
     run_dir: str | os.PathLike[str],
     checkpoint: str | int | None = "best",
@@ -201,12 +140,12 @@ def load_run(
         return LoadedRun(cfg, task, model, params, None)
     step = parse_checkpoint(checkpoint)
     try:
-        params, used = _restore(run_dir, params, step)
+        params, used = restore_params(run_dir, params, step)
     except RunNotFoundError as err:
         if step != "best" or "no best checkpoint" not in str(err):
             raise
         log.warning("%s: no best checkpoint recorded; using the latest", run_dir)
-        params, used = _restore(run_dir, params, None)
+        params, used = restore_params(run_dir, params, None)
     return LoadedRun(cfg, task, model, params, int(used))
 
 
