@@ -73,6 +73,9 @@ class CheckpointDamaged(Exception):
         self.reason = reason
         super().__init__(f"checkpoint step {step} is damaged: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.step, self.reason)
+
 
 class CheckpointMismatch(UserError):
     """A checkpoint holds a state of another structure than the run's (another model)."""

@@ -170,6 +170,20 @@ class DivergenceError(UserError, RuntimeError):
             f"{kept}. {fix}, then re-run in the same directory to resume."
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message, so that it survives pickling (Hydra's joblib launcher sends
+        # a failed job's exception back to the parent process).
+        return _rebuild_divergence, (type(self), str(self), self.step, self.last_checkpoint)
+
+
+def _rebuild_divergence(
+    cls: type[DivergenceError], message: str, step: int, last_checkpoint: int | None
+) -> DivergenceError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.step, err.last_checkpoint = step, last_checkpoint
+    return err
+
 
 class NonFiniteLossError(DivergenceError):
     """The loss or gradient became NaN/inf (the update was not applied)."""

@@ -430,3 +430,24 @@ def test_debug_shows_the_traceback(
 def test_the_battery_is_large_enough() -> None:
     assert len(TRAIN_CASES) + len(SAMPLE_CASES) >= 60
     assert np.unique(list(TRAIN_CASES)).size == len(TRAIN_CASES)
+
+
+def test_user_errors_survive_pickling() -> None:
+    """Hydra's joblib launcher sends a failed job's exception back through pickle."""
+    import pickle
+
+    from rnnlab.checkpoint import CheckpointDamaged
+    from rnnlab.data import DataNotFoundError
+    from rnnlab.train import ConfigMismatchError, LossExplodedError, NonFiniteLossError
+
+    errors = [
+        DataNotFoundError("/data/input.txt", "task.path", "download it"),
+        CheckpointDamaged(6, "its meta does not match the digest recorded with it"),
+        NonFiniteLossError(5, float("nan"), float("nan"), 4, Path("/run/checkpoints"), "inputs"),
+        LossExplodedError(7, 1e9, 0.5, 1000.0, None, Path("/run/checkpoints")),
+        ConfigMismatchError("/run holds checkpoints of a different experiment"),
+    ]
+    for err in errors:
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert getattr(back, "step", None) == getattr(err, "step", None)

@@ -40,6 +40,7 @@ class DataNotFoundError(FileNotFoundError):
     def __init__(self, path: StrPath, config_key: str, hint: str | None = None):
         self.path = Path(path)
         self.config_key = config_key
+        self.hint = hint
         where = hint or "download it"
         message = (
             f"Data not found: {self.path}. {where[0].upper()}{where[1:]}, "
@@ -50,6 +51,9 @@ class DataNotFoundError(FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled whole (e.g. by Hydra's joblib launcher)
+        return type(self), (self.path, self.config_key, self.hint)
 
 
 def require_file(path: StrPath, config_key: str, hint: str | None = None) -> Path:
