@@ -291,10 +291,18 @@ class Checkpointer:
                     keep_checkpoints_without_metrics=False,
                 )
             )
+        unopenable = self._unopenable_steps()
         if read_only:
+            if unopenable:
+                step, reason = unopenable[0]
+                raise RunDirError(
+                    f"checkpoint step {step} in {self.directory} is damaged: {reason}; resume "
+                    "training in that run directory, which moves damaged steps aside"
+                )
             options = ocp.CheckpointManagerOptions(read_only=True, create=False)
         else:
-            self._set_aside_unopenable()
+            for step, reason in unopenable:
+                self._move_aside(step, reason)
             options = ocp.CheckpointManagerOptions(
                 preservation_policy=policies.AnyPreservationPolicy(keep),
                 best_fn=best_fn,
@@ -307,21 +315,20 @@ class Checkpointer:
             self.directory, options=options, item_names=("state", "meta")
         )
 
-    def _set_aside_unopenable(self) -> None:
-        """Moves aside the steps whose Orbax JSON files (`ORBAX_JSON_FILES`) do not parse."""
-        if not self.directory.is_dir():
-            return
-        for step_dir in sorted(self.directory.iterdir()):
-            if not (step_dir.is_dir() and step_dir.name.isdigit()):
-                continue
+    def _unopenable_steps(self) -> list[tuple[int, str]]:
+        """`(step, reason)` of the steps whose Orbax JSON files (`ORBAX_JSON_FILES`) do not
+        parse, which would stop `CheckpointManager` from opening the directory at all."""
+        found = []
+        for step in saved_steps(self.directory):
             for name in ORBAX_JSON_FILES:
-                path = step_dir / name
+                path = self.directory / str(step) / name
                 try:
                     if path.exists():
                         json.loads(path.read_bytes().decode("utf-8"))
                 except (OSError, ValueError) as err:
-                    self._move_aside(int(step_dir.name), f"{name} is unreadable ({err})")
+                    found.append((step, f"{name} is unreadable ({err})"))
                     break
+        return found
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""

@@ -128,6 +128,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copytree(paths["lm"], copy)
         (copy / name).write_bytes(damage)
         paths[copy.name] = copy
+    copy = root / "lm_bad_metrics"  # Orbax would not even open its checkpoint directory
+    shutil.copytree(paths["lm"], copy)
+    for metrics in (copy / "checkpoints").glob("*/metrics/metrics"):
+        metrics.write_bytes(b'{"valid/lo')
+    paths[copy.name] = copy
     bad = root / "bad"
     bad.mkdir()
     (bad / "a_file").write_text("not a directory\n")
@@ -357,6 +362,7 @@ SAMPLE_CASES: dict[str, tuple[list[str], list[str]]] = {
     "sweep dir for a run dir": (["{root}"], ["{root}", "run directories"]),
     "damaged vocabulary": (["{lm_bad_vocab}"], ["vocab.json", "damaged"]),
     "damaged config": (["{lm_bad_config}"], ["config.yaml", "damaged"]),
+    "damaged checkpoint metrics": (["{lm_bad_metrics}"], ["metrics/metrics", "damaged"]),
 }
 
 
