@@ -21,6 +21,7 @@ this package was imported from (a `pip install -e .` install), else `./conf`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -309,6 +310,11 @@ def train_from_config(
         log.error("Run failed (%s): %s", status, err)
         if not distributed.is_main_process() or (held_a_run and not accepted):
             raise
+        if not accepted and on_accept is not None:
+            # A new run directory: keep the config that was asked for beside the failure, so
+            # that aggregation can say which job of a sweep failed.
+            with contextlib.suppress(Exception):
+                on_accept()
         run_dir.mkdir(parents=True, exist_ok=True)
         write_results(
             run_dir,
