@@ -542,7 +542,7 @@ def restore_params(
         if step is None:
             step = steps[-1]
         elif step == "best":
-            best = _readable_meta(checkpointer, steps[-1]).get("best_step")
+            best = _kept_best(checkpointer, _readable_meta(checkpointer, steps[-1]))
             if best is None or best not in steps:
                 raise RunNotFoundError(
                     f"no best checkpoint recorded in {directory}; ask for the latest instead"
@@ -563,6 +563,18 @@ def restore_params(
     finally:
         checkpointer.close()
     return restored["params"], step
+
+
+def _kept_best(checkpointer: Checkpointer, meta: Mapping[str, Any]) -> int | None:
+    """The kept step ranked best by the metric the run ranked by (in the meta's `ranking`):
+    the same step the trainer scores; `best_step` for runs saved without a ranking."""
+    ranking = meta.get("ranking")
+    if not ranking:
+        return meta.get("best_step")
+    checkpointer.config = dataclasses.replace(
+        checkpointer.config, best_metric=ranking["metric"], best_mode=ranking["mode"]
+    )
+    return checkpointer.best_step()
 
 
 def _readable_meta(checkpointer: Checkpointer, step: int) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from rnnlab.train import (
     TrainerConfig,
     configure_compilation_cache,
     holds_a_run,
+    snapshot_diff,
     train,
 )
 from rnnlab.writers import NOT_HPARAMS, LoggerConfig, write_results
@@ -233,6 +234,32 @@ def run_seed(cfg: DictConfig) -> int:
     return check_int("seed", OmegaConf.select(cfg, "seed", default=None), 0, SEED_LIMIT - 1)
 
 
+RUN_IDENTITY = ("model.", "task.", "seed", "trainer.batch_size")
+"""Config keys a run directory's run is identified by: a resumed or re-run command must share
+them with what the directory holds (else it would mix two experiments or data streams)..."""
+NOT_IDENTITY = ("path", "eval_batch_size", "eval_batches", "eval_max_windows", "eval_max_batches")
+"""...except where the data lives and how much of it evaluation reads (key suffixes), and the
+`.sample_*` settings of language models' text samples."""
+NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault_", "trainer.skip_")
+"""Keys that say how a run is watched, not what it computes (`trainer.fault_*`: testing aids
+that the configs of runs saved by earlier versions hold)."""
+
+
+def compare_configs(
+    saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """`rnnlab.train.ConfigCompare` for `config_snapshot`s: the `RUN_IDENTITY` keys must agree,
+    the others may change (more steps, another learning rate), `NOT_COMPARED` keys are ignored."""
+    kept = lambda snapshot: {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
+    diff = snapshot_diff(kept(saved), kept(current))
+    strict = [
+        line
+        for key, line in diff.items()
+        if key.startswith(RUN_IDENTITY) and not key.endswith(NOT_IDENTITY) and ".sample_" not in key
+    ]
+    return strict, [line for line in diff.values() if line not in strict]
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Everything `rnnlab.train.train` needs, built from a composed config.
 
@@ -303,6 +330,7 @@ def train_from_config(
             total_steps=parts["total_steps"],
             hparams=hparams,
             config_snapshot=config_snapshot(cfg),
+            compare_configs=compare_configs,
             on_accept=accept,
         )
     except Exception as err:

@@ -34,7 +34,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -65,11 +64,10 @@ log = logging.getLogger(__name__)
 State = dict[str, Any]
 SAMPLE_STREAM = 0x5A3
 """`fold_in` constant of the key stream used for text samples (apart from dropout keys)."""
-STRICT_PREFIXES = ("model.", "task.", "seed", "trainer.batch_size")
-"""Config keys a resumed run must share with its checkpoint (else the run would mix two
-experiments or a different data stream)..."""
-LOOSE_SUFFIXES = ("path", "eval_batch_size", "eval_batches", "eval_max_windows", "eval_max_batches")
-"""...except where the data lives and how much of it evaluation reads."""
+ConfigCompare = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[list[str], list[str]]]
+"""How a saved config snapshot is compared with this run's: `(saved, current) -> (differences
+that make it another experiment, differences it may continue with)`, each `"key: a -> b"`. The
+front end defines it (`rnnlab.cli.compare_configs`): it knows what the keys mean."""
 
 
 @dataclasses.dataclass
@@ -97,8 +95,6 @@ class TrainerConfig:
             MPI, `JAX_COORDINATOR_ADDRESS`); "off" never does.
         compilation_cache_dir: JAX's persistent compilation cache; None or "" disables it.
         sample_tokens: length of the text sample logged at each evaluation (language models).
-        fault_nan_at_step: testing aid: feed NaN inputs at this step (1-based).
-        fault_kill_at_step: testing aid: SIGKILL the process right after this step (1-based).
         skip_finished: return at once when the run directory already holds the results of a
             completed run with the same config (what makes re-running an interrupted sweep
             skip its finished jobs); False trains/evaluates again from the last checkpoint.
@@ -122,15 +118,13 @@ class TrainerConfig:
     distributed: str = "auto"
     compilation_cache_dir: str | None = "~/.cache/rnnlab/jax"
     sample_tokens: int = 200
-    fault_nan_at_step: int | None = None
-    fault_kill_at_step: int | None = None
     skip_finished: bool = True
     divergence_factor: float | None = 1000.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_last"):
             check_int(f"trainer.{name}", getattr(self, name), 1)
-        for name in ("epochs", "unroll", "fault_nan_at_step", "fault_kill_at_step"):
+        for name in ("epochs", "unroll"):
             check_int(f"trainer.{name}", getattr(self, name), 1, optional=True)
         check_int("trainer.sample_tokens", self.sample_tokens, 0)
         check_choice("trainer.best_mode", self.best_mode, (None, "min", "max"))
@@ -285,18 +279,45 @@ def configure_compilation_cache(directory: str | None) -> Path | None:
     return path
 
 
+Guard = dict[str, jax.Array]
+"""On-device stop flag the train step carries from step to step (never saved): `halted`,
+`bad_step` (1-based), `reason` (`NON_FINITE` or `EXPLODED`), the bad step's `loss` and
+`grad_norm`, and the run's `first_loss` (the divergence reference)."""
+NON_FINITE, EXPLODED = 1, 2
+
+
+def initial_guard(first_loss: float | None) -> Guard:
+    """A guard that has not halted; `first_loss` from the checkpoint's meta on resume."""
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    return {
+        "halted": jnp.asarray(False),
+        "bad_step": jnp.asarray(0, jnp.int32),
+        "reason": jnp.asarray(0, jnp.int32),
+        "loss": nan,
+        "grad_norm": nan,
+        "first_loss": nan if first_loss is None else jnp.asarray(first_loss, jnp.float32),
+    }
+
+
 def make_train_step(
-    task: Task, model: nn.Module, optimizer: optax.GradientTransformation
-) -> Callable[[State, Batch], tuple[State, dict[str, Any]]]:
-    """The pure update `(state, batch) -> (state, metrics)`.
+    task: Task,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    divergence_factor: float | None = None,
+) -> Callable[[State, Batch, Guard], tuple[State, dict[str, Any], Guard]]:
+    """The pure update `(state, batch, guard) -> (state, metrics, guard)`.
 
     The dropout key is `fold_in(state["key"], state["step"])`. Stateful tasks read the carry from
-    the state and store the new one behind `stop_gradient` (truncated BPTT). If the loss or the
-    gradient norm is not finite, the returned state is the input state (`metrics["finite"]` is
-    False).
+    the state and store the new one behind `stop_gradient` (truncated BPTT). An update is
+    applied only if the loss and the gradient norm are finite, the loss is at most
+    `divergence_factor` times the run's first loss, and no earlier step has failed: otherwise the
+    state stays as it was and the guard halts (sticky), recording the first bad step. The host
+    reads the guard only at log, evaluation and checkpoint steps, so a diverged state is never
+    evaluated or saved, without a device round trip every step.
     """
+    factor = jnp.inf if divergence_factor is None else divergence_factor
 
-    def train_step(state: State, batch: Batch) -> tuple[State, dict[str, Any]]:
+    def train_step(state: State, batch: Batch, guard: Guard) -> tuple[State, Any, Guard]:
         key = jax.random.fold_in(state["key"], state["step"])
         carry = state.get("carry")
 
@@ -309,6 +330,9 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        first = jnp.where(jnp.isnan(guard["first_loss"]), loss, guard["first_loss"])
+        exploded = jnp.abs(loss) > factor * jnp.maximum(jnp.abs(first), 1e-8)
+        ok = finite & ~exploded & ~guard["halted"]
         new = {
             **state,
             "params": optax.apply_updates(state["params"], updates),
@@ -317,8 +341,20 @@ def make_train_step(
         }
         if "carry" in state:
             new["carry"] = jax.lax.stop_gradient(new_carry)
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite, "sums": sums}
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, state)
+        failed_now = ~ok & ~guard["halted"]
+        record = {
+            "bad_step": state["step"] + 1,
+            "reason": jnp.where(finite, EXPLODED, NON_FINITE).astype(jnp.int32),
+            "loss": loss.astype(jnp.float32),
+            "grad_norm": grad_norm.astype(jnp.float32),
+        }
+        guard = {
+            **{k: jnp.where(failed_now, v, guard[k]) for k, v in record.items()},
+            "halted": guard["halted"] | ~ok,
+            "first_loss": first.astype(jnp.float32),
+        }
+        return new, {"loss": loss, "grad_norm": grad_norm, "sums": sums}, guard
 
     return train_step
 
@@ -358,52 +394,52 @@ def evaluate(
     return task.summarize(split, {k: (v[0], v[1]) for k, v in totals.items()})
 
 
-def _snapshot_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    return [
-        f"{k}: {saved.get(k, '<unset>')!r} -> {current.get(k, '<unset>')!r}"
-        for k in keys
+def snapshot_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
+    """`{key: "key: saved -> current"}` for every key whose value differs (or is only in one)."""
+    return {
+        k: f"{k}: {saved.get(k, '<unset>')!r} -> {current.get(k, '<unset>')!r}"
+        for k in sorted(set(saved) | set(current))
         if saved.get(k) != current.get(k)
-    ]
+    }
+
+
+def any_difference_allowed(
+    saved: Mapping[str, Any], current: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The `ConfigCompare` used without a front end: nothing refuses a resume."""
+    return [], list(snapshot_diff(saved, current).values())
 
 
 def check_resume_config(
-    saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None, run_dir: Path
+    saved: Mapping[str, Any] | None,
+    current: Mapping[str, Any] | None,
+    run_dir: Path,
+    compare: ConfigCompare = any_difference_allowed,
 ) -> list[str]:
-    """Compares a checkpoint's config snapshot with this run's.
+    """Compares a saved config snapshot (a checkpoint's, or a finished run's) with this run's.
 
     Returns:
-        The differences that are allowed (training length, optimiser, logging), for a warning.
+        The differences that are allowed (e.g. training length, optimiser), for a warning.
 
     Raises:
-        ConfigMismatchError: the model, task, seed or batch size differ.
+        ConfigMismatchError: `compare` finds differences that make it another experiment.
     """
     if not saved or not current:
         return []
-    diff = _snapshot_diff(saved, current)
-    strict = [
-        d
-        for d in diff
-        if d.startswith(STRICT_PREFIXES)
-        and not d.split(":", 1)[0].endswith(LOOSE_SUFFIXES)
-        and ".sample_" not in d.split(":", 1)[0]
-    ]
+    strict, allowed = compare(saved, current)
     if strict:
         raise ConfigMismatchError(
-            f"{run_dir} holds checkpoints of a different experiment ("
-            + "; ".join(strict)
-            + "). Resume with the original settings, or start a new run in another directory "
-            "(a different hydra.run.dir); nothing in it was changed."
+            f"{run_dir} holds a run of a different experiment ({'; '.join(strict)}). Resume "
+            "with the original settings, or start a new run in another run directory; "
+            "nothing in it was changed."
         )
-    return diff
-
-
-NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault_", "trainer.skip_")
-"""Snapshot keys that say how a run is watched or tested, not what it computes."""
+    return allowed
 
 
 def finished_results(
-    run_dir: Path, config_snapshot: Mapping[str, Any] | None
+    run_dir: Path,
+    config_snapshot: Mapping[str, Any] | None,
+    compare: ConfigCompare = any_difference_allowed,
 ) -> dict[str, Any] | None:
     """`results.json` of a completed run in `run_dir` with the same config, else None.
 
@@ -416,12 +452,7 @@ def finished_results(
     saved = results.get("config")
     if results.get("status") != "completed" or saved is None:
         return None
-
-    def compared(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
-
-    current = compared(config_snapshot or {})
-    if check_resume_config(compared(saved), current, run_dir):
+    if check_resume_config(saved, config_snapshot or {}, run_dir, compare):
         return None  # e.g. more steps: train on from the last checkpoint
     return results
 
@@ -444,14 +475,14 @@ class Window:
     seconds: float = 0.0
     tokens: int = 0
 
-    def add(self, metrics: Mapping[str, Any], seconds: float, tokens: int) -> None:
+    def add(self, metrics: Mapping[str, Any], tokens: int) -> None:
+        """Adds one step's metrics (fetched from the device) and its token count."""
         for name, (s, w) in metrics["sums"].items():
             acc = self.sums.setdefault(name, [0.0, 0.0])
             acc[0] += float(s)
             acc[1] += float(w)
         self.grad_norm += float(metrics["grad_norm"])
         self.steps += 1
-        self.seconds += seconds
         self.tokens += tokens
 
 
@@ -518,7 +549,10 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def check_run_dir(
-    config: TrainerConfig, config_snapshot: Mapping[str, Any] | None, run_dir: Path
+    config: TrainerConfig,
+    config_snapshot: Mapping[str, Any] | None,
+    run_dir: Path,
+    compare: ConfigCompare = any_difference_allowed,
 ) -> None:
     """Checks, reading only, that this run may start or resume in `run_dir`.
 
@@ -533,10 +567,10 @@ def check_run_dir(
     if not config.resume:
         raise RunExistsError(
             f"{run_dir} already holds checkpoints (latest step {latest}) and trainer.resume="
-            "false; use another hydra.run.dir, or trainer.resume=true to continue this run. "
+            "false; use another run directory, or trainer.resume=true to continue this run. "
             "Nothing in it was changed."
         )
-    changed = check_resume_config(saved, config_snapshot, run_dir)
+    changed = check_resume_config(saved, config_snapshot, run_dir, compare)
     if changed:
         log.warning("Resuming with changed settings: %s", "; ".join(changed))
 
@@ -548,17 +582,19 @@ def compile_train_step(
     state: State,
     example: Any,
     mesh: jax.sharding.Mesh,
+    divergence_factor: float | None = None,
 ) -> tuple[Any, float]:
     """The train step compiled ahead of time for these shardings, and the compile seconds."""
     state_shardings = distributed.shardings_of(state)
+    replicated = distributed.replicated(mesh)
     jitted = jax.jit(
-        make_train_step(task, model, optimizer),
-        in_shardings=(state_shardings, distributed.shardings_of(example)),
-        out_shardings=(state_shardings, distributed.replicated(mesh)),
-        donate_argnums=(0,),
+        make_train_step(task, model, optimizer, divergence_factor),
+        in_shardings=(state_shardings, distributed.shardings_of(example), replicated),
+        out_shardings=(state_shardings, replicated, replicated),
+        donate_argnums=(0, 2),
     )
     tic = time.perf_counter()
-    compiled = jitted.lower(state, example).compile()
+    compiled = jitted.lower(state, example, initial_guard(None)).compile()
     return compiled, time.perf_counter() - tic
 
 
@@ -599,20 +635,301 @@ def _finish_record(record: ProvenanceRecord, checkpointer: Checkpointer) -> Call
     return on_exit
 
 
-def _tied_best_step(checkpointer: Checkpointer, best_step: int, best: float | None) -> int | None:
-    """The kept checkpoint equal to the best value when the trainer's own best step is gone.
+def itstime(step: int, every: int, last: int) -> bool:
+    """Whether `step` (1-based) is one of every `every` steps, or the last one."""
+    return step % every == 0 or step == last
 
-    Checkpoint retention keeps one best; on a tie (common for accuracy on a small validation
-    set) it may keep a later step than the first one the trainer recorded. That step scores the
-    same, so it stands in for it; None when no kept step has the best value."""
-    kept = checkpointer.best_step()
-    if kept is None or best is None:
-        return None
-    value = checkpointer.ranking_metric(kept)
-    if value is None or not math.isclose(value, float(best), rel_tol=1e-12, abs_tol=0.0):
-        return None
-    log.info("best step %d was a tie; scoring the kept equal step %d", best_step, kept)
-    return kept
+
+@dataclasses.dataclass
+class Attempt:
+    """What one training attempt works with (built by `train`; the loop's functions take it)."""
+
+    task: Task
+    model: nn.Module
+    schedule: Schedule
+    config: TrainerConfig
+    logger: LoggerConfig
+    checkpointer: Checkpointer
+    writer: RunWriter
+    record: ProvenanceRecord
+    progress: Progress
+    mesh: jax.sharding.Mesh
+    steps: int
+    best_metric: str
+    best_mode: str
+    config_snapshot: Mapping[str, Any]
+    eval_step: Callable[..., Any]
+    sample_key: jax.Array
+    step_hook: Callable[[int, Batch], Batch] | None
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run's files (the first of a multi-host job)."""
+        return distributed.is_main_process()
+
+    @property
+    def quiet(self) -> bool:
+        """No progress bar (see `resolve_quiet`; always on processes other than the first)."""
+        return resolve_quiet(self.config.quiet) or not self.main
+
+    def batch(self, step: int) -> Batch:
+        """The training batch of (0-based) update `step`, through the test hook if any."""
+        batch = self.task.train_batch(step)
+        return batch if self.step_hook is None else self.step_hook(step + 1, batch)
+
+    def evaluate(self, step: int, params: Any) -> dict[str, float]:
+        """The first split's metrics at `step`, logged (with a text sample for LMs)."""
+        tic = time.perf_counter()
+        split = self.task.splits[0]
+        metrics = evaluate(self.task, self.model, params, split, self.eval_step, self.mesh)
+        seconds = time.perf_counter() - tic
+        self.progress.eval_seconds += seconds
+        self.writer.scalars(step, {**metrics, "perf/eval_s": seconds})
+        tokens = self.config.sample_tokens
+        if self.logger.text_samples and tokens > 0:  # every process: global arrays
+            key = jax.random.fold_in(self.sample_key, step)
+            text = self.task.sample_text(self.model, params, key, tokens)
+            if text is not None:
+                self.writer.text(step, "samples/text", text)
+        if self.best_metric not in metrics:
+            raise ConfigError(
+                f"trainer.best_metric={self.best_metric!r} is not a metric of task "
+                f"{self.task.name}; choose one of {sorted(metrics)}"
+            )
+        return metrics
+
+    def meta(self, step: int) -> dict[str, Any]:
+        """What a checkpoint at `step` records besides the state."""
+        return {
+            "step": step,
+            "best_step": self.progress.best_step,
+            "ranking": {"metric": self.best_metric, "mode": self.best_mode},
+            "progress": dataclasses.asdict(self.progress),
+            "config": dict(self.config_snapshot),
+        }
+
+    def diverged(self, guard: Mapping[str, Any]) -> DivergenceError:
+        """The error for a guard that halted (see `make_train_step`)."""
+        step, where = int(guard["bad_step"]), self.checkpointer.directory
+        last = self.checkpointer.latest_step()
+        if int(guard["reason"]) == EXPLODED:
+            first, factor = float(guard["first_loss"]), self.config.divergence_factor
+            return LossExplodedError(step, float(guard["loss"]), first, factor, last, where)
+        bad_data = non_finite_leaves(self.batch(step - 1))
+        loss, grad_norm = float(guard["loss"]), float(guard["grad_norm"])
+        return NonFiniteLossError(step, loss, grad_norm, last, where, bad_data)
+
+
+def open_checkpointer(
+    run_dir: Path, config: TrainerConfig, best_metric: str, best_mode: str
+) -> Checkpointer:
+    """The run's checkpoints: the last `keep_last`, and the best by `best_metric` if kept."""
+    return Checkpointer(
+        run_dir / CHECKPOINT_DIR,
+        CheckpointConfig(
+            keep_last=config.keep_last,
+            best_metric=best_metric if config.keep_best else None,
+            best_mode=best_mode,
+            async_save=config.async_checkpointing,
+        ),
+    )
+
+
+def restore_or_init(
+    task: Task,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    seed: int,
+    mesh: jax.sharding.Mesh,
+    checkpointer: Checkpointer,
+    resume: bool,
+) -> tuple[int, State, dict[str, Any]]:
+    """`(start step, state, meta)`: the newest checkpoint that verifies, or step 0."""
+    state = init_state(task, model, optimizer, seed, mesh)
+    found = checkpointer.restore_latest(state) if resume else None
+    if found is None:
+        return 0, state, {}
+    log.info("Resumed from step %d of %s", found[0], checkpointer.directory)
+    return found
+
+
+def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm) -> State:
+    """Updates `start + 1 ... run.steps`, with logging, evaluation and checkpoints on cadence.
+
+    The step's metrics and the stop flag stay on the device between events (log, evaluation,
+    checkpoint and last steps), where they are fetched together; a halted flag raises there,
+    before anything of the diverged state is logged, evaluated or saved.
+    """
+    task, config, progress = run.task, run.config, run.progress
+    zero_carry = task.zero_carry(run.model, task.batch_size) if task.stateful else None
+    guard = distributed.shard_tree(initial_guard(progress.first_loss), run.mesh, None)
+    pending: list[tuple[Any, int]] = []
+    tic = time.perf_counter()
+    for step in range(start, run.steps):
+        done = step + 1
+        batch = run.batch(step)
+        if zero_carry is not None and task.resets_carry(step):
+            state["carry"] = distributed.shard_tree(zero_carry, run.mesh, task.batch_size)
+        device_batch = distributed.shard_tree(batch, run.mesh, task.batch_size)
+        state, metrics, guard = compiled(state, device_batch, guard)
+        pending.append((metrics, task.tokens(batch)))
+        bar.update(1)
+        log_now = itstime(done, run.logger.log_every, run.steps)
+        eval_now = itstime(done, config.eval_every, run.steps)
+        if not (log_now or eval_now or itstime(done, config.checkpoint_every, run.steps)):
+            continue
+        fetched, host_guard = jax.device_get(([m for m, _ in pending], guard))
+        seconds = time.perf_counter() - tic
+        if bool(host_guard["halted"]):
+            raise run.diverged(host_guard)
+        progress.first_loss = float(host_guard["first_loss"])
+        for metrics, (_, tokens) in zip(fetched, pending, strict=True):
+            progress.window.add(metrics, tokens)
+            progress.tokens += tokens
+        progress.window.seconds += seconds
+        progress.train_seconds += seconds
+        pending = []
+        if log_now:
+            log_window(run, done, bar)
+        handle_events(run, done, state, eval_now, bar)
+        tic = time.perf_counter()
+    return state
+
+
+def log_window(run: Attempt, done: int, bar: tqdm) -> None:
+    """Logs the training metrics of the steps since the last log event."""
+    window = run.progress.window
+    means = run.task.summarize("train", {k: tuple(v) for k, v in window.sums.items()})
+    run.writer.scalars(
+        done,
+        {
+            **means,
+            "train/grad_norm": window.grad_norm / window.steps,
+            "train/learning_rate": float(run.schedule(done - 1)),
+            "perf/step_ms": 1000.0 * window.seconds / window.steps,
+            "perf/tokens_per_s": window.tokens / max(window.seconds, 1e-9),
+        },
+    )
+    bar.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
+    run.progress.window = Window()
+
+
+def handle_events(run: Attempt, done: int, state: State, eval_now: bool, bar: tqdm) -> None:
+    """Evaluation and checkpoint at step `done` where the cadence (or a new best) asks."""
+    progress, config = run.progress, run.config
+    evaluated, new_best = None, False
+    if eval_now:
+        evaluated = run.evaluate(done, state["params"])
+        progress.last_eval = evaluated
+        value = evaluated[run.best_metric]
+        new_best = progress.improves(value, run.best_mode)
+        if new_best:
+            progress.best, progress.best_step = value, done
+        log.info("step %d: %s", done, _format(evaluated))
+        bar.set_postfix({run.best_metric: f"{value:.4g}"}, refresh=False)
+    if itstime(done, config.checkpoint_every, run.steps) or (new_best and config.keep_best):
+        run.checkpointer.save(done, state, run.meta(done), evaluated)
+        run.record.heartbeat(done)
+
+
+def score_best(
+    run: Attempt, state: State, final_step: int
+) -> tuple[dict[str, float], int, int | None]:
+    """`(metrics on every split, scored step, best step)`: the checkpoint Orbax keeps as best
+    (the final state where there is none, or it is damaged), evaluated on every split."""
+    best_step = run.checkpointer.best_step() if run.config.keep_best else run.progress.best_step
+    params, scored_step = state["params"], final_step
+    if run.config.keep_best and best_step not in (None, final_step):
+        try:
+            params = run.checkpointer.restore(best_step, state)[0]["params"]
+            scored_step = best_step
+        except CheckpointDamaged as damage:
+            run.checkpointer.quarantine(damage)
+            log.warning("the best checkpoint is damaged; scoring the final state")
+    scored: dict[str, float] = {}
+    for split in run.task.splits:
+        if split == run.task.splits[0] and scored_step == final_step:
+            scored.update(run.progress.last_eval)  # the final state, evaluated at the last step
+        else:
+            scored.update(evaluate(run.task, run.model, params, split, run.eval_step, run.mesh))
+    return scored, scored_step, best_step
+
+
+def announce(run: Attempt, state: State, run_dir: Path) -> None:
+    """Saves the task's assets and says what is trained where."""
+    task = run.task
+    if run.main:
+        task.save_assets(run_dir)
+    log.info(
+        "Task %s, model %s (%s params), %d steps, batch %d on %d device(s); run dir %s",
+        task.name,
+        type(run.model).__name__,
+        f"{count_params(state['params']):,}",
+        run.steps,
+        task.batch_size,
+        run.mesh.devices.size,
+        run_dir,
+    )
+    if not run.quiet:
+        print(f"Run directory: {run_dir}\n  tensorboard --logdir {run_dir}", file=sys.stderr)
+
+
+def finish(
+    run: Attempt,
+    state: State,
+    final_step: int,
+    compile_seconds: float,
+    seed: int,
+    hparams: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Scores the best checkpoint, logs and writes `results.json`, completes the provenance."""
+    task, progress = run.task, run.progress
+    if not progress.last_eval:
+        progress.last_eval = run.evaluate(final_step, state["params"])
+    scored, scored_step, best_step = score_best(run, state, final_step)
+    final_scalars = {f"best/{k}": v for k, v in scored.items()}
+    final_scalars.update({k: v for k, v in scored.items() if not k.startswith("valid/")})
+    run.writer.scalars(final_step, final_scalars)
+    train_s = max(progress.train_seconds, 1e-9)
+    results: dict[str, Any] = {
+        "status": "completed",
+        "task": task.name,
+        "model": type(run.model).__name__,
+        "num_params": count_params(state["params"]),
+        "seed": seed,
+        "steps": final_step,
+        "epochs": final_step / task.steps_per_epoch if task.steps_per_epoch else None,
+        "final": progress.last_eval,
+        "best": {
+            "metric": run.best_metric,
+            "mode": run.best_mode,
+            "step": best_step,
+            "value": progress.best,
+        },
+        "best_checkpoint_step": scored_step,
+        "best_checkpoint_metrics": scored,
+        "baselines": task.baselines(),
+        "data": task.describe(),
+        "perf": {
+            "compile_s": compile_seconds,
+            "train_s": progress.train_seconds,
+            "eval_s": progress.eval_seconds,
+            "steps_per_s": final_step / train_s,
+            "tokens_per_s": progress.tokens / train_s,
+            "devices": int(run.mesh.devices.size),
+            "wall_s": run.record.wall_s_total,
+        },
+        "run_dir": str(run.writer.run_dir),
+        "hparams": dict(hparams or {}),
+        "config": run.config_snapshot,
+        "provenance": {k: run.record.attempt[k] for k in PROVENANCE_SUMMARY},
+    }
+    run.record.finish("completed", final_step)
+    if run.main:
+        shown = dict(hparams or {"task": task.name, "seed": seed})
+        run.writer.hparams(final_step, shown, {**progress.last_eval, **final_scalars})
+        write_results(run.writer.run_dir, results)
+    return results
 
 
 def train(
@@ -628,15 +945,17 @@ def train(
     total_steps: int | None = None,
     hparams: Mapping[str, Any] | None = None,
     config_snapshot: Mapping[str, Any] | None = None,
+    compare_configs: ConfigCompare = any_difference_allowed,
     on_accept: Callable[[], None] | None = None,
+    step_hook: Callable[[int, Batch], Batch] | None = None,
 ) -> dict[str, Any]:
     """Trains `model` on `task`, resuming from the newest checkpoint of the run directory that
     verifies (damaged ones are moved aside, see `Checkpointer.restore_latest`).
 
-    Per step: the batch, the jitted update, a finiteness check; every `logger.log_every` steps
-    the training metrics; every `eval_every` an evaluation (the task's first split); every
-    `checkpoint_every` (and at every new best, and at the end) a checkpoint. At the end the best
-    checkpoint is evaluated on every split of the task (e.g. the test set).
+    Per step: the batch and the jitted update (`make_train_step`); every `logger.log_every`
+    steps the training metrics; every `eval_every` an evaluation (the task's first split);
+    every `checkpoint_every` (and at every new best, and at the end) a checkpoint. At the end
+    the best checkpoint is evaluated on every split of the task (e.g. the test set).
 
     Args:
         task: the task (data, loss, metrics).
@@ -651,8 +970,11 @@ def train(
         hparams: values shown in TensorBoard's hparams tab (e.g. the swept overrides).
         config_snapshot: flat `{key: value}` of the run's config, stored in checkpoints and
             compared on resume (see `check_resume_config`).
+        compare_configs: how (see `ConfigCompare`); by default no difference refuses a resume.
         on_accept: called once the run directory has been checked and accepted for this run,
             before anything is written into it (the front end saves the run's config there).
+        step_hook: `(1-based step, batch) -> batch` applied to every training batch; tests
+            inject faults through it (a NaN batch, a kill), nothing else should need it.
 
     Returns:
         The results (also written to `results.json`).
@@ -663,247 +985,54 @@ def train(
             `resume` false, or holds only damaged checkpoints; nothing in it was changed.
     """
     run_dir = Path(run_dir).absolute()
-    if config.skip_finished:
-        done = finished_results(run_dir, config_snapshot)
-        if done is not None:
-            log.info(
-                "Skipping %s: it already holds the results of this run (status completed, same "
-                "config); trainer.skip_finished=false evaluates it again",
-                run_dir,
-            )
-            return done
-    main = distributed.is_main_process()
+    if config.skip_finished and (
+        done := finished_results(run_dir, config_snapshot, compare_configs)
+    ):
+        log.info(
+            "Skipping %s: it already holds the results of this run (status completed, same "
+            "config); trainer.skip_finished=false evaluates it again",
+            run_dir,
+        )
+        return done
     steps = total_steps if total_steps is not None else resolve_steps(config, task.steps_per_epoch)
     mesh = distributed.make_mesh()
     distributed.check_batch_size(task.batch_size, mesh)
-    best_metric = config.best_metric or task.monitor
-    best_mode = config.best_mode or task.monitor_mode
-    check_run_dir(config, config_snapshot, run_dir)  # refusals raise here, before any write
+    check_run_dir(config, config_snapshot, run_dir, compare_configs)  # refusals raise here
     if on_accept is not None:
         on_accept()
-
+    best_metric = config.best_metric or task.monitor
+    best_mode = config.best_mode or task.monitor_mode
     with contextlib.ExitStack() as cleanup:
-        checkpointer = Checkpointer(
-            run_dir / CHECKPOINT_DIR,
-            CheckpointConfig(
-                keep_last=config.keep_last,
-                best_metric=best_metric if config.keep_best else None,
-                best_mode=best_mode,
-                async_save=config.async_checkpointing,
-            ),
-        )
+        checkpointer = open_checkpointer(run_dir, config, best_metric, best_mode)
         cleanup.callback(checkpointer.close)
-        state = init_state(task, model, optimizer, seed, mesh)
-        zero_carry = task.zero_carry(model, task.batch_size) if task.stateful else None
-        meta: dict[str, Any] = {}
-        start = 0
-        found = checkpointer.restore_latest(state) if config.resume else None
-        if found is not None:
-            start, state, meta = found
-            log.info("Resumed from step %d of %s", start, checkpointer.directory)
-        progress = Progress.from_meta(meta)
+        start, state, meta = restore_or_init(
+            task, model, optimizer, seed, mesh, checkpointer, config.resume
+        )
+        main = distributed.is_main_process()
         writer = RunWriter(run_dir, logger, purge_step=start + 1, enabled=main)
         cleanup.callback(writer.close)
         record = ProvenanceRecord(run_dir, seed, start, enabled=main)
         cleanup.push(_finish_record(record, checkpointer))
-        if main:
-            task.save_assets(run_dir)
-        num_params = count_params(state["params"])
-        log.info(
-            "Task %s, model %s (%s params), %d steps, batch %d on %d device(s); run dir %s",
-            task.name,
-            type(model).__name__,
-            f"{num_params:,}",
-            steps,
-            task.batch_size,
-            mesh.devices.size,
-            run_dir,
-        )
-        quiet = resolve_quiet(config.quiet) or not main
-        if not quiet:
-            print(f"Run directory: {run_dir}\n  tensorboard --logdir {run_dir}", file=sys.stderr)
-
+        sample_key = jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLE_STREAM)
+        run = Attempt(
+            task, model, schedule, config, logger, checkpointer, writer, record,
+            Progress.from_meta(meta), mesh, steps, best_metric, best_mode,
+            dict(config_snapshot or {}), make_eval_step(task, model), sample_key, step_hook,
+        )  # fmt: skip
+        announce(run, state, run_dir)
         example = distributed.shard_tree(task.train_batch(start), mesh, task.batch_size)
-        compiled, compile_seconds = compile_train_step(task, model, optimizer, state, example, mesh)
+        compiled, compile_seconds = compile_train_step(
+            task, model, optimizer, state, example, mesh, config.divergence_factor
+        )
         log.info("Compiled the train step in %.2fs", compile_seconds)
         writer.scalars(start, {"perf/compile_s": compile_seconds})
-        eval_step = make_eval_step(task, model)
-        sample_key = jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLE_STREAM)
-
-        def run_eval(step: int, params: Any) -> dict[str, float]:
-            tic = time.perf_counter()
-            metrics = evaluate(task, model, params, task.splits[0], eval_step, mesh)
-            seconds = time.perf_counter() - tic
-            progress.eval_seconds += seconds
-            writer.scalars(step, {**metrics, "perf/eval_s": seconds})
-            if logger.text_samples and config.sample_tokens > 0:  # every process: global arrays
-                key = jax.random.fold_in(sample_key, step)
-                text = task.sample_text(model, params, key, config.sample_tokens)
-                if text is not None:
-                    writer.text(step, "samples/text", text)
-            if best_metric not in metrics:
-                raise ConfigError(
-                    f"trainer.best_metric={best_metric!r} is not a metric of task {task.name}; "
-                    f"choose one of {sorted(metrics)}"
-                )
-            return metrics
-
-        def meta_at(step: int) -> dict[str, Any]:
-            return {
-                "step": step,
-                "best_step": progress.best_step,
-                "progress": dataclasses.asdict(progress),
-                "config": dict(config_snapshot or {}),
-            }
-
-        bar = _progress_bar(steps, start, quiet, task.name)
+        bar = _progress_bar(steps, start, run.quiet, task.name)
         cleanup.callback(bar.close)
         if not bar.disable:
             cleanup.enter_context(logging_redirect_tqdm())
-        for step in range(start, steps):
-            done = step + 1
-            batch = task.train_batch(step)
-            if config.fault_nan_at_step == done:
-                batch = task.poison(batch)
-            if zero_carry is not None and task.resets_carry(step):
-                state["carry"] = distributed.shard_tree(zero_carry, mesh, task.batch_size)
-            device_batch = distributed.shard_tree(batch, mesh, task.batch_size)
-            tic = time.perf_counter()
-            state, metrics = compiled(state, device_batch)
-            metrics = jax.device_get(metrics)
-            seconds = time.perf_counter() - tic
-            if not bool(metrics["finite"]):
-                raise NonFiniteLossError(
-                    done,
-                    float(metrics["loss"]),
-                    float(metrics["grad_norm"]),
-                    checkpointer.latest_step(),
-                    checkpointer.directory,
-                    bad_data=non_finite_leaves(batch),
-                )
-            loss = float(metrics["loss"])
-            if progress.first_loss is None:
-                progress.first_loss = loss
-            factor = config.divergence_factor
-            if factor is not None and abs(loss) > factor * max(abs(progress.first_loss), 1e-8):
-                raise LossExplodedError(
-                    done,
-                    loss,
-                    progress.first_loss,
-                    factor,
-                    checkpointer.latest_step(),
-                    checkpointer.directory,
-                )
-            tokens = task.tokens(batch)
-            progress.window.add(metrics, seconds, tokens)
-            progress.train_seconds += seconds
-            progress.tokens += tokens
-            bar.update(1)
-
-            if done % logger.log_every == 0 or done == steps:
-                window = progress.window
-                means = task.summarize("train", {k: tuple(v) for k, v in window.sums.items()})
-                writer.scalars(
-                    done,
-                    {
-                        **means,
-                        "train/grad_norm": window.grad_norm / window.steps,
-                        "train/learning_rate": float(schedule(step)),
-                        "perf/step_ms": 1000.0 * window.seconds / window.steps,
-                        "perf/tokens_per_s": window.tokens / max(window.seconds, 1e-9),
-                    },
-                )
-                bar.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
-                progress.window = Window()
-
-            evaluated, new_best = None, False
-            if done % config.eval_every == 0 or done == steps:
-                evaluated = run_eval(done, state["params"])
-                progress.last_eval = evaluated
-                value = evaluated[best_metric]
-                new_best = progress.improves(value, best_mode)
-                if new_best:
-                    progress.best, progress.best_step = value, done
-                log.info("step %d: %s", done, _format(evaluated))
-                bar.set_postfix({best_metric: f"{value:.4g}"}, refresh=False)
-
-            if (
-                done % config.checkpoint_every == 0
-                or done == steps
-                or (new_best and config.keep_best)
-            ):
-                checkpointer.save(done, state, meta_at(done), evaluated)
-                record.heartbeat(done)
-            if config.fault_kill_at_step == done:
-                checkpointer.wait()
-                os.kill(os.getpid(), signal.SIGKILL)
+        state = train_loop(run, compiled, state, start, bar)
         bar.close()
         checkpointer.wait()
-
-        final_step = max(start, steps)
-        if not progress.last_eval:
-            progress.last_eval = run_eval(final_step, state["params"])
-        params, scored_step = state["params"], final_step
-        best_step = progress.best_step
-        if config.keep_best and best_step not in (None, final_step):
-            if best_step not in checkpointer.all_steps():
-                best_step = _tied_best_step(checkpointer, best_step, progress.best)
-            if best_step is None:
-                log.warning("the best checkpoint is gone; scoring the final state")
-            elif best_step != final_step:
-                try:
-                    params = checkpointer.restore(best_step, state)[0]["params"]
-                    scored_step = best_step
-                except CheckpointDamaged as damage:
-                    checkpointer.quarantine(damage)
-                    log.warning("the best checkpoint is damaged; scoring the final state")
-        scored: dict[str, float] = {}
-        for split in task.splits:
-            if split == task.splits[0] and scored_step == final_step:
-                scored.update(progress.last_eval)  # the final state, evaluated at the last step
-            else:
-                scored.update(evaluate(task, model, params, split, eval_step, mesh))
-        final_scalars = {f"best/{k}": v for k, v in scored.items()}
-        final_scalars.update({k: v for k, v in scored.items() if not k.startswith("valid/")})
-        writer.scalars(final_step, final_scalars)
-
-        results: dict[str, Any] = {
-            "status": "completed",
-            "task": task.name,
-            "model": type(model).__name__,
-            "num_params": num_params,
-            "seed": seed,
-            "steps": final_step,
-            "epochs": final_step / task.steps_per_epoch if task.steps_per_epoch else None,
-            "final": progress.last_eval,
-            "best": {
-                "metric": best_metric,
-                "mode": best_mode,
-                "step": best_step,
-                "value": progress.best,
-            },
-            "best_checkpoint_step": scored_step,
-            "best_checkpoint_metrics": scored,
-            "baselines": task.baselines(),
-            "data": task.describe(),
-            "perf": {
-                "compile_s": compile_seconds,
-                "train_s": progress.train_seconds,
-                "eval_s": progress.eval_seconds,
-                "steps_per_s": final_step / max(progress.train_seconds, 1e-9),
-                "tokens_per_s": progress.tokens / max(progress.train_seconds, 1e-9),
-                "devices": int(mesh.devices.size),
-            },
-            "run_dir": str(run_dir),
-            "hparams": dict(hparams or {}),
-            "config": dict(config_snapshot or {}),
-            "provenance": {k: record.attempt[k] for k in PROVENANCE_SUMMARY},
-        }
-        results["perf"]["wall_s"] = record.wall_s_total
-        record.finish("completed", final_step)
-        if main:
-            shown = dict(hparams or {"task": task.name, "seed": seed})
-            writer.hparams(final_step, shown, {**progress.last_eval, **final_scalars})
-            write_results(run_dir, results)
-    log.info("Done: %s; results in %s", _format(progress.last_eval), run_dir / "results.json")
+        results = finish(run, state, max(start, steps), compile_seconds, seed, hparams)
+    log.info("Done: %s; results in %s", _format(results["final"]), run_dir / RESULTS_FILE)
     return results

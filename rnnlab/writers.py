@@ -30,8 +30,6 @@ NOT_HPARAMS = (
     "task.path",
     "trainer.quiet",
     "trainer.compilation_cache_dir",
-    "trainer.fault_nan_at_step",
-    "trainer.fault_kill_at_step",
     "trainer.skip_finished",
 )
 """Overrides that say where, how verbosely or how tested, not what: left out of TensorBoard's

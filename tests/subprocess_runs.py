@@ -9,6 +9,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(REPO / "experiments" / "train.py")]
+
+
+def train_killed_after(step: int) -> list[str]:
+    """`rnnlab-train` that SIGKILLs itself once update `step` is done (`tests/faults.py`; run
+    with cwd=REPO); append the training arguments."""
+    return [sys.executable, "-m", "tests.faults", "--kill-after-step", str(step), "--"]
+
+
 TINY_MODEL = ["trainer=debug", "trainer.quiet=true", "model.cell.hidden_size=8"]
 """A tiny model and a quiet debug trainer (add `trainer.steps=...`)."""
 TINY_TASK = ["task.length=8", "task.eval_batches=1", "task.eval_batch_size=8"]

@@ -27,6 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from rnnlab import aggregate, cli
 from rnnlab.rundir import ATTEMPTS_DIR, RESULTS_FILE
+from tests import faults
 from tests.test_train import make_tiny_data
 
 TINY = [
@@ -419,7 +420,8 @@ def test_loss_explosion_stops_as_diverged_and_names_the_setting(
 def test_nan_data_is_blamed_on_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
     argv = [*TINY, f"hydra.run.dir={run_dir}", "trainer.compilation_cache_dir=null"]
-    outcome = train([*argv, "trainer.fault_nan_at_step=2"], capsys)
+    with faults.step_hook(faults.poisoned(2)):
+        outcome = train(argv, capsys)
     assert outcome.code == 2 and "Traceback" not in outcome.text, outcome.text[-3000:]
     line = outcome.err.splitlines()[-1]
     assert "non-finite values in 'inputs'" in line and "learning_rate" not in line, line

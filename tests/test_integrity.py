@@ -31,6 +31,7 @@ import pytest
 from rnnlab.checkpoint import restore_params
 from rnnlab.errors import RunDirError
 from rnnlab.rundir import DAMAGED_DIR, METRICS_FILE, read_jsonl
+from tests.subprocess_runs import REPO
 from tests.test_train import run, saved_state
 
 # A failed read of a damaged step leaves TensorStore futures whose errors surface later.
@@ -190,38 +191,22 @@ def test_torn_metrics_line_is_cut_off_on_resume(
     _assert_bit_identical(run_dir, reference)
 
 
-KILLABLE = """
-import os, signal, sys
-from rnnlab import checkpoint
-kill_after_save = int(os.environ.get("KILL_AFTER_SAVE_OF_STEP", "0"))
-if kill_after_save:  # SIGKILL while an async save of that step is still being written
-    save = checkpoint.Checkpointer.save
-    def save_then_die(self, step, *args, **kwargs):
-        save(self, step, *args, **kwargs)
-        if step == kill_after_save:
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.Checkpointer.save = save_then_die
-from rnnlab.cli import train_main
-sys.argv = ["rnnlab-train", *sys.argv[1:]]
-train_main()
-"""
 KILL_RUN = ["trainer.steps=24", "trainer.checkpoint_every=4", "trainer.eval_every=8"]
 
 
-def _launch(
-    run_dir: Path, cache: Path, extra: list[str] | None = None, **env: str
-) -> subprocess.Popen[str]:
+def _launch(run_dir: Path, cache: Path, faults: list[str], extra: list[str]) -> subprocess.Popen:
+    """`rnnlab-train` with the tiny adding run in `run_dir`, through `tests/faults.py`."""
     from tests.test_train import FAST, TASK_OVERRIDES
 
-    argv = [*FAST, *TASK_OVERRIDES["adding"], *KILL_RUN, *(extra or []), f"hydra.run.dir={run_dir}"]
+    argv = [*FAST, *TASK_OVERRIDES["adding"], *KILL_RUN, *extra, f"hydra.run.dir={run_dir}"]
     argv = [a for a in argv if not a.startswith("trainer.compilation_cache_dir")]
-    environ = {**os.environ, "CI": "true", "RNNLAB_JAX_CACHE": str(cache), **env}
     return subprocess.Popen(
-        [sys.executable, "-c", KILLABLE, *argv],
+        [sys.executable, "-m", "tests.faults", *faults, "--", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=environ,
+        cwd=REPO,
+        env={**os.environ, "CI": "true", "RNNLAB_JAX_CACHE": str(cache)},
     )
 
 
@@ -232,16 +217,16 @@ def test_kill_nine_at_random_moments_resumes_bit_identical(tmp_path: Path) -> No
     attempts as such."""
     cache = tmp_path / "cache"
     tic = time.perf_counter()
-    straight = _launch(tmp_path / "straight", cache)
+    straight = _launch(tmp_path / "straight", cache, [], [])
     assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
     duration = time.perf_counter() - tic
     rng = random.Random(11)
     moments = {f"random{i}": {"delay": rng.uniform(0.2, 1.0) * duration} for i in range(3)}
-    moments["mid-save"] = {"env": {"KILL_AFTER_SAVE_OF_STEP": "12"}}
+    moments["mid-save"] = {"faults": ["--kill-after-save-of-step", "12"]}
     for name, how in moments.items():
         run_dir = tmp_path / name
-        async_save = ["trainer.async_checkpointing=true"] if "env" in how else []
-        proc = _launch(run_dir, cache, async_save, **how.get("env", {}))
+        async_save = ["trainer.async_checkpointing=true"] if "faults" in how else []
+        proc = _launch(run_dir, cache, how.get("faults", []), async_save)
         if "delay" in how:
             try:
                 proc.wait(timeout=how["delay"])

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.subprocess_runs import REPO, TINY_MODEL, TINY_TASK, TRAIN, job_dir, launch
+from tests.subprocess_runs import (
+    REPO,
+    TINY_MODEL,
+    TINY_TASK,
+    TRAIN,
+    job_dir,
+    launch,
+    train_killed_after,
+)
 
 TINY = [*TINY_MODEL, "trainer.steps=2", *TINY_TASK]
 
@@ -80,15 +88,15 @@ def test_interrupted_sweep_resumes_and_skips_finished_jobs(tmp_path: Path, cache
     """A sweep killed in its second job, re-run with the same hydra.sweep.dir: the finished job
     is skipped, the killed one resumes from its checkpoint, the one never started runs."""
     sweep = tmp_path / "sweep"
-    args = [*TRAIN, "-m", *TINY, "trainer.checkpoint_every=2", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *TINY, "trainer.checkpoint_every=2", f"hydra.sweep.dir={sweep}"]
     lengths = "trainer.steps=2,6,4"
-    killed = launch([*args, lengths, "trainer.fault_kill_at_step=5"], cache)
+    killed = launch([*train_killed_after(5), *args, lengths], cache)
     assert killed.returncode != 0  # SIGKILL at step 5 of the 6-step job ends the whole sweep
     names = {p.name for p in sweep.iterdir() if p.is_dir()}
     assert len(names) == 2 and not (job_dir(sweep, "trainer.steps=6") / "results.json").exists()
     first = json.loads((job_dir(sweep, "trainer.steps=2") / "results.json").read_text())
 
-    again = launch([*args, lengths], cache)
+    again = launch([*TRAIN, *args, lengths], cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("Skipping ") == 1
     skipped = json.loads((job_dir(sweep, "trainer.steps=2") / "results.json").read_text())

@@ -31,6 +31,8 @@ from rnnlab.data import DataNotFoundError
 from rnnlab.distributed import make_mesh
 from rnnlab.train import ConfigMismatchError, NonFiniteLossError, init_state
 from rnnlab.writers import read_jsonl
+from tests import faults
+from tests.subprocess_runs import train_killed_after
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -247,15 +249,13 @@ def test_killed_run_resumes_bit_identical(tmp_path: Path, data_dir: Path) -> Non
 
     killed = tmp_path / "killed"
     command = [
-        sys.executable,
-        str(REPO / "experiments" / "train.py"),
+        *train_killed_after(6),
         *FAST,
         *TASK_OVERRIDES["char_lm"],
         *common,
         f"hydra.run.dir={killed}",
-        "trainer.fault_kill_at_step=6",
     ]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert saved_state(killed)["step"] == 4  # died after step 6, last checkpoint at 4
     run(killed, common)  # the same command again, in the same run directory
@@ -285,9 +285,10 @@ def test_killed_run_resumes_bit_identical(tmp_path: Path, data_dir: Path) -> Non
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
-    overrides = ["trainer.steps=10", "trainer.checkpoint_every=2", "trainer.fault_nan_at_step=5"]
+    overrides = ["trainer.steps=10", "trainer.checkpoint_every=2"]
     with pytest.raises(NonFiniteLossError, match=r"step 5 .*checkpoint, step 4"):
-        run(tmp_path, overrides)
+        with faults.step_hook(faults.poisoned(5)):
+            run(tmp_path, overrides)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "diverged" and "non-finite loss" in results["error"]
     state = saved_state(tmp_path)
@@ -377,23 +378,25 @@ def test_checkpointer_keeps_the_last_k_and_the_best(tmp_path: Path) -> None:
     checkpointer.close()
 
 
-def test_tied_best_checkpoint_stands_in_for_the_first(tmp_path: Path) -> None:
-    """Equal accuracies at two evaluations: retention may keep the later one, which the trainer
-    must then score instead of falling back to the final state."""
-    from rnnlab.train import _tied_best_step
+def test_best_is_the_kept_step_orbax_ranks_best(tmp_path: Path) -> None:
+    """Equal accuracies at two evaluations: retention keeps one of them, and that kept step is
+    "best" for scoring and for `restore_params(..., "best")` alike (one notion of best)."""
+    from rnnlab.checkpoint import restore_params
 
-    state = {"w": jnp.zeros((2,))}
+    state = {"params": {"w": jnp.zeros((2,))}}
     checkpointer = Checkpointer(
-        tmp_path, CheckpointConfig(keep_last=1, best_metric="valid/accuracy", best_mode="max")
+        tmp_path / "checkpoints",
+        CheckpointConfig(keep_last=1, best_metric="valid/accuracy", best_mode="max"),
     )
+    ranking = {"metric": "valid/accuracy", "mode": "max"}
     for step, accuracy in [(2, 0.5), (4, 0.75), (6, 0.75), (8, None)]:
         metrics = None if accuracy is None else {"valid/accuracy": accuracy}
-        checkpointer.save(step, state, {"step": step}, metrics)
+        params = {"params": {"w": jnp.full((2,), float(step))}}
+        checkpointer.save(step, params, {"step": step, "ranking": ranking}, metrics)
     checkpointer.wait()
     kept_best = checkpointer.best_step()
     assert kept_best in (4, 6) and checkpointer.ranking_metric(kept_best) == 0.75
-    other = 10 - kept_best  # the tied step retention dropped
-    assert other not in checkpointer.all_steps()
-    assert _tied_best_step(checkpointer, other, 0.75) == kept_best
-    assert _tied_best_step(checkpointer, other, 0.8) is None
+    assert checkpointer.all_steps() == sorted({kept_best, 8})
     checkpointer.close()
+    params, step = restore_params(tmp_path, state["params"], "best")
+    assert step == kept_best and float(params["w"][0]) == kept_best

@@ -210,13 +210,6 @@ class Task(abc.ABC):
         """Reference numbers logged with the results (e.g. the adding problem's 1/6)."""
         return {}
 
-    def poison(self, batch: Batch) -> Batch:
-        """A copy of `batch` whose float arrays are NaN (fault injection for tests)."""
-        floats = [k for k, v in batch.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
-        if not floats:
-            raise ValueError(f"task {self.name} has no float inputs to inject NaN into")
-        return {k: np.full_like(v, np.nan) if k in floats else v for k, v in batch.items()}
-
     def save_assets(self, run_dir: Path) -> None:
         """Writes what is needed to use a checkpoint later (e.g. `vocab.json`); none by default."""
         return None
