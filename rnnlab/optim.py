@@ -27,7 +27,6 @@ Schedules (all multiplied by a linear warm-up from 0 over `warmup` units when `w
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import jax
@@ -233,9 +232,3 @@ def build_optimizer(
             )
         )
     return optax.chain(*parts), schedule
-
-
-def learning_rate_at(schedule: Schedule, step: int) -> float:
-    """The rate of update `step` (0-based) as a Python float, for logging."""
-    value = float(schedule(step))
-    return value if math.isfinite(value) else float("nan")

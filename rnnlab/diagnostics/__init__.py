@@ -19,10 +19,9 @@ from rnnlab.diagnostics.gradflow import (
     summarize,
 )
 from rnnlab.diagnostics.loading import LoadedRun, first_batch, load_config, load_run
-from rnnlab.diagnostics.traces import GATE_NAMES, cell_gates, gate_trace, traced_run
+from rnnlab.diagnostics.traces import cell_gates, gate_trace, traced_run
 
 __all__ = [
-    "GATE_NAMES",
     "GradFlow",
     "LoadedRun",
     "adding_grad_flow",

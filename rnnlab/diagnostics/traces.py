@@ -26,18 +26,8 @@ import jax.numpy as jnp
 
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell
-from rnnlab.cells.elman import ElmanCell
-from rnnlab.cells.gru import GRUCell
-from rnnlab.cells.lstm import LSTMCell
 from rnnlab.recurrence import reverse_padded, reverse_resets
 from rnnlab.typing import Array, Carry, Params
-
-GATE_NAMES: dict[type, tuple[str, ...]] = {
-    LSTMCell: ("input", "forget", "candidate", "output"),
-    GRUCell: ("reset", "update", "candidate"),
-    ElmanCell: (),
-}
-"""The gates `gate_trace` returns per cell type (PyTorch's gate order)."""
 
 
 def carry_leaf_names(carry: Carry) -> list[str]:
@@ -178,7 +168,7 @@ def gate_trace(
         reverse: trace the backward direction of a bidirectional layer.
 
     Returns:
-        Name -> `[t, h]` (or `[b, t, h]`): the gates of `GATE_NAMES[type(cell)]` (LSTM `input`,
+        Name -> `[t, h]` (or `[b, t, h]`): the gates the cell's `gates()` names (LSTM `input`,
         `forget`, `candidate`, `output`; GRU `reset`, `update`, `candidate`), every carry leaf
         under its name (`c` cell state and `h` for the LSTM, `h` otherwise), and `y`, the
         layer output `y_t` (equal to `recurrence.run(cell, params, xs)[1]`).

@@ -119,7 +119,6 @@ class LanguageModelTask(Task):
             the batch, as Zaremba et al.'s code and TensorFlow's PTB tutorial do, instead of the
             per-token mean. It scales the gradient by `bptt`, which their learning rate (1.0) and
             clipping norm (5) assume. Reported losses stay per token either way.
-        sample_tokens: length of the text sample logged at each evaluation (0 for none).
         sample_prompt: text the sample continues (at least one token; at character level
             every character must occur in the corpus); None (the default) continues the first
             `bptt` tokens of the validation text. A model trained with stateful truncated BPTT
@@ -144,7 +143,6 @@ class LanguageModelTask(Task):
         tie_weights: bool = False,
         init_scale: float | None = None,
         sum_loss_over_time: bool = False,
-        sample_tokens: int = 200,
         sample_prompt: str | None = None,
         sample_temperature: float = 0.8,
         sample_top_k: int = 0,
@@ -160,7 +158,6 @@ class LanguageModelTask(Task):
             "task.init_scale", init_scale, 0.0, low_open=True, optional=True
         )
         self.sum_loss_over_time = check_bool("task.sum_loss_over_time", sum_loss_over_time)
-        self.sample_tokens = check_int("task.sample_tokens", sample_tokens, 0)
         if sample_prompt is not None and (
             not isinstance(sample_prompt, str)
             or not (sample_prompt.split() if self.separator else sample_prompt)
