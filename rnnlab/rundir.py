@@ -19,6 +19,9 @@ logging) is skipped with a warning naming the file, and a damaged JSON file is r
 never a bare `JSONDecodeError` — and, where it would be overwritten, moved aside first
 (`set_aside`) so nothing already saved is lost. Resume, aggregation, diagnostics and sampling all
 read run files through this module.
+
+`load_run`/`load_runs` read whole run directories into `Run` records (status, results,
+hyperparameters by dotted key, provenance, damaged files): what `rnnlab-aggregate` tabulates.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from rnnlab.errors import RunNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,10 @@ RESULTS_FILE = "results.json"
 PROVENANCE_FILE = "provenance.json"
 
 StrPath = str | os.PathLike[str]
+GROUPS = ("model", "task", "optim", "trainer", "logger", "experiment")
+"""Top-level config groups: their choice (e.g. model=lstm) is a hyperparameter of a run."""
+COMPLETED, INCOMPLETE = "completed", "incomplete"
+"""A run's status when its `results.json` says it completed / when it has none readable."""
 
 
 def timestamp() -> str:
@@ -151,3 +164,136 @@ def read_jsonl(path: StrPath, *, repair: bool = False) -> list[dict[str, Any]]:
 def write_jsonl(path: StrPath, events: Iterable[Mapping[str, Any]]) -> None:
     """Writes `events` as JSON lines, atomically."""
     _write_atomic(Path(path), "".join(json.dumps(dict(e)) + "\n" for e in events))
+
+
+# ------------------------------------------------------------------ reading whole runs
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; None if missing or unreadable."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _scalar(raw: str) -> Any:
+    """An override's raw text as a YAML scalar ("8" -> 8, "True" -> True, "lstm" -> "lstm")."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Every node of a nested dict by its dotted key (`{"task": {...}, "task.length": 8}`)."""
+    if not isinstance(tree, dict):
+        return {}
+    nodes = {f"{prefix}{k}": v for k, v in tree.items()}
+    return nodes | {n: v for k, v in tree.items() for n, v in _flat(v, f"{prefix}{k}.").items()}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory (`load_run`). `status`: `results.json`'s ("completed", "failed",
+    "diverged"), or "incomplete" where none is readable; `keys`: its candidate swept keys;
+    `params`: its hyperparameters by dotted key or group name; `damaged`: the run files that exist
+    but could not be read (e.g. a `results.json` cut off mid-write): it is reported, not dropped."""
+
+    path: Path
+    status: str
+    results: dict[str, Any]
+    keys: tuple[str, ...]
+    params: dict[str, Any]
+    provenance: dict[str, Any]
+    damaged: tuple[str, ...]
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @cached_property
+    def events(self) -> list[dict[str, Any]]:
+        """The events of `metrics.jsonl`, read once (torn or damaged lines skipped, warned)."""
+        return read_jsonl(self.path / METRICS_FILE)
+
+    def value(self, key: str) -> Any:
+        """A hyperparameter (dotted key or group name), None if unknown."""
+        return self.params.get(key)
+
+    @property
+    def seed(self) -> Any:
+        return self.results.get("seed") if self.value("seed") is None else self.value("seed")
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """One run directory; missing or damaged files (warned) count as empty. A value is the config
+    group's choice (`hydra.yaml`), else the resolved config's (`config.yaml` where no resolved
+    copy exists, unless it is an unresolved `${...}`), else `results.json` hparams', else the
+    raw override's (a run without saved configs still groups by its overrides)."""
+    path, hydra = Path(path), Path(path) / HYDRA_DIR
+    results = read_json(path / RESULTS_FILE)
+    provenance = read_json(path / PROVENANCE_FILE)
+    files = {RESULTS_FILE: results, PROVENANCE_FILE: provenance}
+    resolved = _read_yaml(hydra / RESOLVED_CONFIG)
+    if not isinstance(resolved, dict):
+        resolved = _read_yaml(hydra / CONFIG_FILE)
+    lines = _read_yaml(hydra / OVERRIDES_FILE)  # key=value, +key=value, ~key
+    lines = [str(line).partition("=") for line in (lines if isinstance(lines, list) else [])]
+    overrides = {key.lstrip("+~"): _scalar(raw) for key, _, raw in lines}
+    choices = _flat(_read_yaml(hydra / HYDRA_FILE)).get("hydra.runtime.choices")
+    choices = choices if isinstance(choices, dict) else {}
+    choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra/")}
+    config = {
+        k: v
+        for k, v in _flat(resolved).items()
+        if not (k in GROUPS or "/" in k or "@" in k or isinstance(v, str) and "${" in v)
+    }
+    hparams = (results or {}).get("hparams") or {}
+    keys = [*(g for g in choices if "/" not in g and "@" not in g), *overrides]
+    if results is None:
+        status = INCOMPLETE
+    else:
+        status = str(results.get("status") or (COMPLETED if "final" in results else "unknown"))
+    return Run(
+        path=path,
+        status=status,
+        results=results or {},
+        keys=tuple(keys if choices or overrides else hparams),
+        params={**overrides, **hparams, **config, **choices},
+        provenance=provenance or {},
+        damaged=tuple(n for n, data in files.items() if data is None and (path / n).is_file()),
+    )
+
+
+def find_run_dirs(roots: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Every run directory (it holds `.hydra/config.yaml`, `results.json` or `metrics.jsonl`) at
+    or below `roots`, sorted; runs are not searched inside, nor hidden directories (`.hydra`)."""
+    marks = (Path(HYDRA_DIR, CONFIG_FILE), RESULTS_FILE, METRICS_FILE)
+    found: set[Path] = set()
+    for root in roots:
+        for current, dirnames, _ in os.walk(root):
+            if any((Path(current) / mark).is_file() for mark in marks):
+                found.add(Path(current).resolve())
+                dirnames.clear()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
+
+
+def load_runs(roots: Sequence[str | os.PathLike[str]]) -> list[Run]:
+    """Every run at or below `roots`; RunNotFoundError (a FileNotFoundError) if a root does not
+    exist, is not a directory, or holds no run directory."""
+    if not roots:
+        raise RunNotFoundError("no directories given: give sweep or run directories")
+    for root in (r for r in roots if not Path(r).is_dir()):
+        if not Path(root).exists():
+            raise RunNotFoundError(f"{root} does not exist; check the path")
+        raise RunNotFoundError(f"{root} is a file, not a directory; give a sweep or run directory")
+    found = {root: find_run_dirs([root]) for root in roots}
+    if empty := [str(root) for root, dirs in found.items() if not dirs]:
+        raise RunNotFoundError(
+            f"no run directories found under {', '.join(empty)} (a run directory holds "
+            f"{HYDRA_DIR}/{CONFIG_FILE}, {RESULTS_FILE} or "
+            f"{METRICS_FILE}); give the directory rnnlab-train wrote (e.g. multirun/<date>)"
+        )
+    return [load_run(p) for p in sorted({d for dirs in found.values() for d in dirs})]

@@ -213,7 +213,7 @@ def test_debug_shows_the_traceback_of_a_user_error(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run_main("aggregate", [str(world / "empty"), "--debug"], capsys)
-    assert code == 2 and "Traceback" in err and "RunsNotFoundError" in err
+    assert code == 2 and "Traceback" in err and "RunNotFoundError" in err
     assert "rnnlab-aggregate: error: no run directories found" in err
 
 

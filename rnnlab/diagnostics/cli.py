@@ -75,7 +75,6 @@ class Sink:
         self.files += plots.save_figure(fig, self.out_dir / name)
         if self.writer is not None:
             self.writer.add_figure(f"diagnostics/{self.tag}/{name}", fig, self.step, close=False)
-        plots.plt.close(fig)
 
     def series(self, group: str, series: Mapping[str, np.ndarray]) -> None:
         if self.writer is None:
@@ -243,7 +242,6 @@ def compare_cells(
         runs, title=f"adding problem T={length}, fresh cells ({hidden} units, seed {seed})"
     )
     files = plots.save_figure(fig, out_dir / "grad_flow_cells")
-    plots.plt.close(fig)
     result = {
         "length": length,
         "hidden": hidden,
@@ -403,7 +401,6 @@ def _main(args: argparse.Namespace) -> None:
         when = "at initialisation" if args.init else f"checkpoint {args.checkpoint}"
         fig = plots.plot_grad_flow_comparison(compared, title=f"gradient flow, {when}")
         files = plots.save_figure(fig, out / f"grad_flow_comparison{suffix}")
-        plots.plt.close(fig)
         summary = {k: gradflow.summarize(v) for k, v in compared.items()}
         (out / f"grad_flow_comparison{suffix}.json").write_text(
             json.dumps({"runs": [str(p) for p in args.run_dirs], "summary": summary}, indent=2)

@@ -1,29 +1,16 @@
-"""Matplotlib figures of the diagnostics (headless: the Agg backend), saved as PNG and PDF."""
+"""Matplotlib figures of the diagnostics, saved as PNG and PDF (`rnnlab.figures`: headless, on an
+Agg canvas of their own; pyplot's backend is never touched)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from rnnlab.figures import figure, save_figure  # noqa: F401  (save_figure: re-exported)
 
 GATE_ORDER = ("input", "forget", "candidate", "output", "reset", "update")
-
-
-def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """Writes `<stem>.png` (150 dpi) and `<stem>.pdf`; returns both paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
 
 
 def _positive(values: np.ndarray) -> np.ndarray:
@@ -46,7 +33,8 @@ def plot_grad_flow(series: Mapping[str, np.ndarray], title: str = "") -> Figure:
         (r"$\|\partial L / \partial s_t\|$", states),
     ]
     panels = [(label, group) for label, group in panels if group]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    fig = figure(figsize=(5.5 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (label, group) in zip(axes[0], panels, strict=True):
         for name, values in group.items():
             ax.plot(np.arange(len(values)), _positive(values), label=name, linewidth=1.2)
@@ -78,7 +66,8 @@ def plot_grad_flow_comparison(
         title: figure title.
     """
     aliases = {"input": ("input", "x")}
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+    fig = figure(figsize=(5.5 * len(keys), 3.8))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         names = aliases.get(key, (key,))
         for label, series in runs.items():
@@ -116,7 +105,8 @@ def plot_gates(
     heatmaps = gates or ["h"]
     state = "c" if "c" in trace else "h"
     rows = len(heatmaps) + 1
-    fig, axes = plt.subplots(rows, 1, figsize=(9, 1.9 * rows + 0.6), squeeze=False)
+    fig = figure(figsize=(9, 1.9 * rows + 0.6))
+    axes = fig.subplots(rows, 1, squeeze=False)
     for ax, name in zip(axes[:-1, 0], heatmaps, strict=True):
         values = np.asarray(trace[name])[:, :max_hidden].T
         signed = name in ("candidate", "h")
@@ -159,7 +149,8 @@ def plot_attention(
     weights = np.asarray(weights)
     if weights.ndim == 1:
         rows = 2 if inputs is not None else 1
-        fig, axes = plt.subplots(rows, 1, figsize=(9, 2.4 * rows), sharex=True, squeeze=False)
+        fig = figure(figsize=(9, 2.4 * rows))
+        axes = fig.subplots(rows, 1, sharex=True, squeeze=False)
         axes[0, 0].bar(np.arange(len(weights)), weights, width=1.0)
         axes[0, 0].set_ylabel("attention weight")
         if inputs is not None:
@@ -169,7 +160,8 @@ def plot_attention(
         axes[-1, 0].set_xlabel("time step t")
     else:
         maps = weights[None] if weights.ndim == 2 else weights[:heads]
-        fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 3.8), squeeze=False)
+        fig = figure(figsize=(4.2 * len(maps), 3.8))
+        axes = fig.subplots(1, len(maps), squeeze=False)
         for index, (ax, values) in enumerate(zip(axes[0], maps, strict=True)):
             image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis")
             ax.set_xlabel("source step")
