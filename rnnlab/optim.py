@@ -10,11 +10,14 @@ The update rule built by `build_optimizer` is, in order:
     u <- optimiser(g) * schedule(step)  (adamw applies its decoupled decay here, Loshchilov &
                                          Hutter 2019)
 
-Schedules (all multiplied by a linear warm-up from 0 over `warmup` units when `warmup > 0`):
+Schedules, as a function of the update count `s` (0 for the first update). With `warmup > 0`
+units, the rate first rises linearly, `lr * s / warmup` (optax's `linear_schedule`, so the first
+update has rate 0 and update `warmup` the full rate), and the schedule below follows with `s`
+counted from the end of the warm-up (`optax.join_schedules`), for every schedule alike:
 
     constant:  lr
     cosine:    lr * (min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * s / S)) / 2),
-               s counted after the warm-up, S = total_steps - warmup (Loshchilov & Hutter 2017)
+               S = total_steps - warmup (Loshchilov & Hutter 2017)
     step:      lr * decay_factor ** max(0, floor((s - decay_start) / decay_every) + 1)
                for s >= decay_start, else lr: Zaremba, Sutskever & Vinyals (2014) keep the rate
                for 4 (small) / 6 (medium) / 14 (large) epochs, then divide it by 2 / 1.2 / 1.15
@@ -155,13 +158,23 @@ def build_schedule(
     """
     warmup = _units_to_steps(config.warmup, config, steps_per_epoch)
     if config.name == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=learning_rate,
-            warmup_steps=warmup,
-            decay_steps=max(total_steps, warmup + 1),
-            end_value=learning_rate * config.min_lr_ratio,
+        after = optax.cosine_decay_schedule(
+            init_value=learning_rate,
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=config.min_lr_ratio,
         )
+    else:
+        after = _constant_or_step(learning_rate, config, steps_per_epoch)
+    if warmup == 0:
+        return after
+    rise = optax.linear_schedule(init_value=0.0, end_value=learning_rate, transition_steps=warmup)
+    return optax.join_schedules([rise, after], boundaries=[warmup])
+
+
+def _constant_or_step(
+    learning_rate: float, config: ScheduleConfig, steps_per_epoch: int | None
+) -> Schedule:
+    """The constant or step-decay rate (see the module docstring)."""
     start = _units_to_steps(config.decay_start, config, steps_per_epoch)
     every = _units_to_steps(config.decay_every, config, steps_per_epoch)
     step_decay = config.name == "step"
@@ -172,8 +185,6 @@ def build_schedule(
         if step_decay:
             exponent = jnp.where(count >= start, jnp.floor((count - start) / every) + 1.0, 0.0)
             lr = lr * jnp.asarray(config.decay_factor, jnp.float32) ** exponent
-        if warmup > 0:
-            lr = lr * jnp.minimum(1.0, (count + 1.0) / warmup)
         return lr
 
     return schedule

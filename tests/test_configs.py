@@ -186,10 +186,17 @@ def test_snapshot_and_flatten() -> None:
 
 def test_schedules_follow_their_formulas() -> None:
     lr = 0.5
+    # One warm-up for every schedule (optax.linear_schedule): rate 0 at the first update, the
+    # full rate at update `warmup`.
     constant = build_schedule(lr, ScheduleConfig(name="constant", warmup=4), 100)
-    assert float(constant(0)) == pytest.approx(lr / 4) and float(constant(10)) == pytest.approx(lr)
+    assert [float(constant(s)) for s in (0, 1, 4, 10)] == pytest.approx([0, lr / 4, lr, lr])
     cosine = build_schedule(lr, ScheduleConfig(name="cosine", warmup=10, min_lr_ratio=0.1), 110)
-    assert float(cosine(10)) == pytest.approx(lr)
+    assert [float(cosine(s)) for s in (0, 1, 10)] == pytest.approx([0, lr / 10, lr])
+    step_warm = ScheduleConfig(name="step", warmup=2, decay_start=3, decay_factor=0.5)
+    stepped = build_schedule(lr, step_warm, 100)  # decay counted after the warm-up
+    assert [float(stepped(s)) for s in (1, 2, 4, 5, 6)] == pytest.approx(
+        [lr / 2, lr, lr, lr / 2, lr / 4]
+    )
     assert float(cosine(60)) == pytest.approx(lr * (0.1 + 0.9 * 0.5), rel=1e-5)
     assert float(cosine(110)) == pytest.approx(lr * 0.1, rel=1e-5)
     # Zaremba et al. (2014), small model: 4 epochs at lr, then halve every epoch.
