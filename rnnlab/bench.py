@@ -12,12 +12,18 @@ measured in the same run.
 
 Torch and Flax are optional: an implementation whose framework is missing is skipped (with a note;
 one named in `--impls` is an error saying what to install).
+
+Cells are `conf/cell/<name>.yaml` configs (`--cells lstm,gru`, `--configs rnn_tanh:...`), and the
+reference each framework times for a cell is the one the cell declares (`torch_module`,
+`flax_cell`; see `rnnlab.cells.base`); a cell without one is timed without that framework.
+`agreement` checks that the timed models compute the same function with the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -34,8 +40,46 @@ import numpy as np
 from rnnlab import argcheck
 from rnnlab.errors import ConfigError, UserError, report_user_errors
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 MODES = ("train", "infer")
+
+
+def cell_names() -> list[str]:
+    """The cells the benchmark can run: every `conf/cell/<name>.yaml` (rnnlab's config directory,
+    as `rnnlab-train` finds it; no list to keep here)."""
+    from rnnlab.diagnostics.cli import cell_names as names
+
+    return names()
+
+
+@functools.cache
+def make_cell(name: str, hidden: int) -> Any:
+    """`conf/cell/<name>.yaml` with `hidden` units.
+
+    Raises:
+        ConfigError: an unknown cell, or settings the cell refuses at this size."""
+    from hydra.utils import instantiate
+
+    from rnnlab.diagnostics.cli import cell_config
+
+    known = cell_names()
+    if name not in known:
+        raise ConfigError(f"unknown cell {name!r}; choose from: {', '.join(known)}")
+    cfg = cell_config(name)
+    cfg.hidden_size = hidden
+    try:
+        return instantiate(cfg)
+    except Exception as err:  # noqa: BLE001 - the cell's own validation, e.g. proj_size >= hidden
+        message = " ".join(str(err).split())
+        raise ConfigError(f"cell {name!r} with hidden size {hidden}: {message}") from err
+
+
+@functools.cache
+def _matrix_sizes(cell: Any, input_size: int) -> int:
+    """Entries of every weight matrix of one layer/direction (each is one product per token)."""
+    import jax
+
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), input_size))
+    return sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes) if len(s.shape) == 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +87,7 @@ class Config:
     """One benchmark shape.
 
     Attributes:
-        cell: "lstm", "gru" or "rnn" (tanh Elman).
+        cell: a cell config, `conf/cell/<cell>.yaml` ("lstm", "gru", "rnn_tanh", ...).
         batch, time, input, hidden: b, t, d, h.
         layers: stacked layers.
         directions: 1, or 2 for bidirectional (concatenated outputs).
@@ -67,14 +111,25 @@ class Config:
     def tokens(self) -> int:
         return self.batch * self.time
 
+    def make_cell(self) -> Any:
+        """The rnnlab cell of this configuration."""
+        return make_cell(self.cell, self.hidden)
+
+    @property
+    def output_width(self) -> int:
+        """Width of the last layer's outputs (both directions)."""
+        return self.make_cell().output_size * self.directions
+
     def flops(self, mode: str) -> float:
-        """Matmul FLOPs of one step (forward: input and recurrent projections; train: x3)."""
-        gates, h, dirs = GATES[self.cell], self.hidden, self.directions
+        """Matmul FLOPs of one step (forward: every weight matrix once per token, layer and
+        direction, i.e. `2 G h (d + h)` for the input and recurrent projections of a cell with
+        G gates; train: x3)."""
+        cell = self.make_cell()
         total = 0.0
         size = self.input
         for _ in range(self.layers):
-            total += dirs * 2 * gates * h * (size + h) * self.tokens
-            size = h * dirs
+            total += self.directions * 2 * _matrix_sizes(cell, size) * self.tokens
+            size = cell.output_size * self.directions
         return total * (3 if mode == "train" else 1)
 
 
@@ -85,7 +140,8 @@ VARIANTS = {"single": (1, 1), "2-layer": (2, 1), "bi": (1, 2)}
 def default_grid(
     cells: Sequence[str] = ("lstm", "gru"), variants: Sequence[str] = tuple(VARIANTS)
 ) -> list[Config]:
-    """The issue's four shapes for each cell, single-layer, 2-layer and bidirectional."""
+    """The issue's four shapes for each cell (`conf/cell/` names), single-layer, 2-layer and
+    bidirectional."""
     return [
         Config(cell, *shape, *VARIANTS[variant])
         for cell in cells
@@ -220,9 +276,8 @@ class Built:
 def _data(config: Config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     xs = rng.standard_normal((config.batch, config.time, config.input)).astype(np.float32)
-    width = config.hidden * config.directions
-    target = rng.standard_normal((config.batch, config.time, width)).astype(np.float32)
-    return xs, target
+    target = rng.standard_normal((config.batch, config.time, config.output_width))
+    return xs, target.astype(np.float32)
 
 
 def _jax_step(apply: Callable[[Any, Any], Any], params: Any, config: Config, mode: str) -> Built:
@@ -276,20 +331,13 @@ def _memory(compiled: Any) -> int | None:
         return None
 
 
-def _rnnlab_cell(config: Config) -> Any:
-    from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-
-    return {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}[config.cell](config.hidden)
-
-
-def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options: Any) -> Built:
-    """rnnlab's `run_stack` (custom or autodiff backward; `kernel="auto"` by default, so the
-    native CPU kernel where it is built, see `rnnlab.kernels`; "rnnlab-xla" forces the scan)."""
+def rnnlab_model(config: Config, backward: str = "custom", **options: Any) -> tuple[Any, Any]:
+    """`(apply, params)`: rnnlab's `run_stack` for `config`, `apply(params, xs) -> ys [b, t, o]`."""
     import jax
 
     from rnnlab import recurrence
 
-    cell = _rnnlab_cell(config)
+    cell = config.make_cell()
     bidirectional = config.directions == 2
     params = recurrence.init_stack(
         cell, jax.random.PRNGKey(0), config.input, config.layers, bidirectional
@@ -299,57 +347,112 @@ def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options:
     def apply(params, xs):
         return recurrence.run_stack(cell, params, xs, bidirectional=bidirectional, options=opts)[1]
 
+    return apply, params
+
+
+def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options: Any) -> Built:
+    """rnnlab's `run_stack` (custom or autodiff backward; `kernel="auto"` by default, so the
+    native CPU kernel where it is built, see `rnnlab.kernels`; "rnnlab-xla" forces the scan)."""
+    apply, params = rnnlab_model(config, backward, **options)
     return _jax_step(apply, params, config, mode)
 
 
 def _build_cudnn(config: Config, mode: str) -> Built | None:
-    """rnnlab with `kernel="cudnn"`: LSTM on CUDA only, None for other cells and platforms."""
+    """rnnlab with `kernel="cudnn"`: where cuDNN runs the cell (a plain LSTM on CUDA), else None."""
+    import jax.numpy as jnp
+
     from rnnlab.kernels import cudnn
 
-    if config.cell != "lstm" or not cudnn.cuda_present():
+    reason = cudnn.unsupported_reason(
+        config.make_cell(),
+        jnp.zeros((1, 1, config.input), jnp.float32),
+        resets=None,
+        recurrent_mask=None,
+        zoneout_keep=None,
+        backward="custom",
+        input_projection="hoisted",
+    )
+    if reason is not None:
         return None
     return build_rnnlab(config, mode, kernel="cudnn")
 
 
-def build_flax(config: Config, mode: str) -> Built:
-    """flax.linen.RNN over OptimizedLSTMCell / GRUCell / SimpleCell, Bidirectional and stacked."""
+def flax_model(config: Config) -> tuple[Any, Any] | None:
+    """`(module, variables)`: `flax.linen.RNN` over the Flax cell the rnnlab cell declares
+    (`flax_cell`: `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`, ...), `Bidirectional` and
+    stacked; the cell of layer l and direction d is named `layer{l}_{d}`. None when the cell
+    declares no Flax equivalent."""
     import flax.linen as nn
     import jax
 
-    cell_type = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}[config.cell]
+    from rnnlab.cells.base import declared
+
+    reference = declared(config.make_cell(), "flax_cell")
+    if reference is None:
+        return None
+    name, kwargs = reference
+    cell_type = getattr(nn, name)
 
     class Stack(nn.Module):
         @nn.compact
         def __call__(self, xs):
-            for _ in range(config.layers):
+            for layer in range(config.layers):
+
+                def rnn(direction, layer=layer):
+                    scope = f"layer{layer}_{direction}"
+                    return nn.RNN(cell_type(config.hidden, name=scope, **kwargs))
+
                 if config.directions == 2:
-                    xs = nn.Bidirectional(
-                        nn.RNN(cell_type(config.hidden)), nn.RNN(cell_type(config.hidden))
-                    )(xs)
+                    xs = nn.Bidirectional(rnn("forward"), rnn("backward"))(xs)
                 else:
-                    xs = nn.RNN(cell_type(config.hidden))(xs)
+                    xs = rnn("forward")(xs)
             return xs
 
     module = Stack()
     xs, _ = _data(config)
-    params = module.init(jax.random.PRNGKey(0), xs)
+    return module, module.init(jax.random.PRNGKey(0), xs)
+
+
+def build_flax(config: Config, mode: str) -> Built | None:
+    """`flax_model` timed (None when the cell has no Flax equivalent)."""
+    made = flax_model(config)
+    if made is None:
+        return None
+    module, params = made
     return _jax_step(module.apply, params, config, mode)
 
 
-def build_torch(config: Config, mode: str) -> Built:
-    """torch.nn.LSTM / GRU / RNN (time-major, its native layout), eager, Adam for training; on
-    CUDA (cuDNN) when JAX runs on a GPU."""
+def torch_model(config: Config, device: str = "cpu") -> Any:
+    """The `torch.nn` module the rnnlab cell declares (`torch_module`: `LSTM`, `GRU`, `RNN`
+    with its options) for `config`, time-major, seeded; None when the cell has none."""
     import torch
 
-    device = torch_device()
-    module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[config.cell]
+    from rnnlab.cells.base import declared
+
+    reference = declared(config.make_cell(), "torch_module")
+    if reference is None:
+        return None
+    name, kwargs = reference
     torch.manual_seed(0)
-    module = module_type(
+    module = getattr(torch.nn, name)(
         config.input,
         config.hidden,
         num_layers=config.layers,
         bidirectional=config.directions == 2,
-    ).to(device)
+        **kwargs,
+    )
+    return module.to(device)
+
+
+def build_torch(config: Config, mode: str) -> Built | None:
+    """`torch_model` (time-major, its native layout), eager, Adam for training; on CUDA (cuDNN)
+    when JAX runs on a GPU. None when the cell has no PyTorch equivalent."""
+    import torch
+
+    device = torch_device()
+    module = torch_model(config, device)
+    if module is None:
+        return None
     xs, target = (
         torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))).to(device) for a in _data(config)
     )
@@ -385,9 +488,56 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Non
     "torch": ("torch", build_torch),
 }
 """name -> (optional framework it needs, builder; a builder returns None for a config it lacks,
-e.g. cuDNN for GRU)."""
+e.g. cuDNN for GRU, torch and flax for a cell that declares no equivalent there)."""
 
 REFERENCES = ("torch", "flax")
+
+
+def agreement(config: Config, references: Sequence[str] = REFERENCES) -> dict[str, float]:
+    """Largest |difference| between each reference's outputs (`torch_model`, `flax_model`: the
+    models the benchmark times) and rnnlab's (`rnnlab_model`, `kernel="auto"`) with the
+    reference's weights copied in through `rnnlab.interop`, on the benchmark's inputs for
+    `config`. References whose framework is missing or that have no such cell are left out.
+
+    Flax's zero biases are perturbed first (all its params + 0.1), so the bias mapping counts."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlab import interop
+
+    cell = config.make_cell()
+    apply, _ = rnnlab_model(config)
+    xs, _ = _data(config)
+    bidirectional = config.directions == 2
+    found: dict[str, float] = {}
+    if "flax" in references and _framework_present("flax"):
+        made = flax_model(config)
+        if made is not None:
+            module, variables = made
+            variables = jax.tree_util.tree_map(lambda p: p + 0.1, variables)
+            expected = module.apply(variables, jnp.asarray(xs))
+            cells = variables["params"]
+            layers = []
+            for layer in range(config.layers):
+                by_dir = {
+                    d: interop.params_from_flax(cell, cells[f"layer{layer}_{d}"])
+                    for d in (("forward", "backward") if bidirectional else ("forward",))
+                }
+                layers.append(by_dir if bidirectional else by_dir["forward"])
+            found["flax"] = float(jnp.max(jnp.abs(apply(layers, jnp.asarray(xs)) - expected)))
+    if "torch" in references and _framework_present("torch"):
+        import torch
+
+        module = torch_model(config, "cpu")
+        if module is not None:
+            with torch.no_grad():
+                expected = module(torch.from_numpy(np.ascontiguousarray(xs.swapaxes(0, 1))))[0]
+            expected = expected.numpy().swapaxes(0, 1)
+            layers = interop.stack_from_torch(
+                cell, module.state_dict(), config.layers, bidirectional
+            )
+            found["torch"] = float(np.max(np.abs(np.asarray(apply(layers, xs)) - expected)))
+    return found
 
 
 # ----------------------------------------------------------------------------- timing
@@ -440,6 +590,8 @@ def benchmark(
                 step = IMPLEMENTATIONS[name][1](config, mode)
                 if step is not None:  # None: this implementation has no such config
                     built[name] = step
+            if not built:
+                continue
             times = time_round_robin(built, repeats, warmup, min_seconds)
             for name, seconds in times.items():
                 median = statistics.median(seconds)
@@ -593,16 +745,18 @@ def parse_grid(text: str) -> list[Config]:
     """`cell:b,t,d,h[,layers[,directions]]` items separated by `;`, e.g. `lstm:32,128,64,256`.
 
     Raises:
-        ConfigError (a ValueError): an item that is not of that form, an unknown cell, a size
-            below 1, directions other than 1 or 2, or no item at all.
+        ConfigError (a ValueError): an item that is not of that form, an unknown cell (not a
+            `conf/cell/<name>.yaml`) or one it cannot build at that hidden size, a size below 1,
+            directions other than 1 or 2, or no item.
     """
+    known = cell_names()
     configs = []
     for item in filter(None, (part.strip() for part in text.split(";"))):
         cell, _, dims = item.partition(":")
         cell = cell.strip()
         where = f"--configs item {item!r}"
-        if cell not in GATES:
-            raise ConfigError(f"{where}: unknown cell {cell!r}; choose from: {', '.join(GATES)}")
+        if cell not in known:
+            raise ConfigError(f"{where}: unknown cell {cell!r}; choose from: {', '.join(known)}")
         try:
             sizes = [int(v) for v in dims.split(",")]
         except ValueError:
@@ -613,16 +767,29 @@ def parse_grid(text: str) -> list[Config]:
             raise ConfigError(f"{where}: every size must be >= 1, got {min(sizes)}")
         if len(sizes) == 6 and sizes[5] not in (1, 2):
             raise ConfigError(f"{where}: directions must be 1 or 2, got {sizes[5]}")
+        try:
+            make_cell(cell, sizes[3])
+        except ConfigError as err:  # e.g. a projection at least as wide as the hidden size
+            raise ConfigError(f"{where}: {err}") from None
         configs.append(Config(cell, *sizes))
     if not configs:
         raise ConfigError(f"--configs holds no configuration: {GRID_FORMAT}")
     return configs
 
 
+def _cells_arg(text: str) -> list[str]:
+    """`--cells`: names out of `conf/cell/`."""
+    try:
+        known = cell_names()
+    except UserError as err:  # no conf/ directory to find the cells in
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return argcheck.name_list(known, "cell")(text)
+
+
 def _grid_arg(text: str) -> list[Config]:
     try:
         return parse_grid(text)
-    except ValueError as err:
+    except (ValueError, UserError) as err:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--configs ")) from None
 
 
@@ -652,9 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cells",
-        type=argcheck.name_list(tuple(GATES), "cell"),
+        type=_cells_arg,
         default="lstm,gru",
-        help="cells of the default/scaling grid",
+        help="cells of the default/scaling grid (conf/cell/<name>.yaml)",
     )
     parser.add_argument(
         "--variants",

@@ -1,16 +1,25 @@
-"""Discover every cell from `conf/cell/*.yaml` (no list to update by hand) and build tiny ones."""
+"""Discover every cell from `conf/cell/*.yaml` (no list to update by hand) and build tiny ones.
+
+The config directory is the one the tools use (`rnnlab.cli.config_dir`: `$RNNLAB_CONF`, else the
+checkout's `conf/`), so a cell added there is tested by every cell-generic test. What a test may
+skip for a cell, it learns from the cell's declared capabilities (`rnnlab.cells.base.declared`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-CELL_DIR = Path(__file__).resolve().parents[1] / "conf" / "cell"
+from rnnlab.cells.base import declared
+from rnnlab.cli import config_dir
+
+CELL_DIR = config_dir() / "cell"
 CELL_NAMES = sorted(p.stem for p in CELL_DIR.glob("*.yaml"))
 
 
+@functools.cache
 def build_cell(name: str, hidden_size: int = 4, **overrides):
     """Instantiate `conf/cell/<name>.yaml` with a tiny hidden size (projection kept below it)."""
     args = [f"hidden_size={hidden_size}"] + [f"{k}={v}" for k, v in overrides.items()]
@@ -19,3 +28,14 @@ def build_cell(name: str, hidden_size: int = 4, **overrides):
     if cfg.get("proj_size"):
         cfg.proj_size = hidden_size - 1
     return instantiate(cfg)
+
+
+def cells_declaring(capability: str, hidden_size: int = 4) -> list[str]:
+    """The discovered cells whose class declares `capability` (not None) at these settings."""
+    return [n for n in CELL_NAMES if declared(build_cell(n, hidden_size), capability) is not None]
+
+
+def cells_lacking(capability: str, hidden_size: int = 4) -> list[str]:
+    """The discovered cells that declare no `capability`."""
+    having = cells_declaring(capability, hidden_size)
+    return [n for n in CELL_NAMES if n not in having]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from rnnlab import recurrence
+from rnnlab import interop, kernels, recurrence
 from rnnlab.cells import Cell, apply_cell, step
+from rnnlab.cells.base import declared
 from tests.cell_configs import CELL_NAMES, build_cell
 
 B, T, D, H = 2, 5, 3, 4
@@ -66,6 +67,46 @@ def test_is_hashable_cell(setup):
     hash(cell)
     with pytest.raises(AttributeError):
         cell.hidden_size = 7
+
+
+def test_declared_capabilities_name_what_exists(setup):
+    """What a cell declares (`rnnlab.cells.base`) is a native kernel kind, a `torch.nn` module and
+    a `flax.linen` cell that `rnnlab.interop` can load; the references' own outputs are compared
+    with the cell's in `tests/test_benchmark.py`, the kernel's in `tests/test_native_kernel.py`."""
+    cell, _, _ = setup
+    kind = declared(cell, "native_kernel")
+    assert kind is None or kind in kernels.KINDS
+    assert (kernels.cell_kind(cell) is None) == (kind is None)
+    for capability, known in (
+        ("torch_module", interop.TORCH_MODULES),
+        ("flax_cell", tuple(interop.FLAX_GATES)),
+    ):
+        reference = declared(cell, capability)
+        if reference is not None:
+            name, kwargs = reference
+            assert name in known and isinstance(kwargs, dict), (capability, reference)
+
+
+def test_only_a_cells_own_class_declares_its_capabilities():
+    """A subclass may change the math: it runs on the scan and loads no foreign weights until it
+    declares again; a declaration that names nothing known is an error, not a silent fallback."""
+    from rnnlab.cells import LSTMCell
+
+    class Changed(LSTMCell):
+        pass
+
+    class Misspelt(LSTMCell):
+        native_kernel = "lsmt"
+
+    assert kernels.cell_kind(LSTMCell(H)) == kernels.LSTM
+    assert kernels.cell_kind(Changed(H)) is None
+    assert all(declared(Changed(H), c) is None for c in ("torch_module", "flax_cell"))
+    with pytest.raises(ValueError, match="no PyTorch equivalent"):
+        interop.params_from_torch(Changed(H), {})
+    with pytest.raises(ValueError, match="no flax.linen equivalent"):
+        interop.params_from_flax(Changed(H), {})
+    with pytest.raises(ValueError, match="'lsmt', not a native kernel kind"):
+        kernels.cell_kind(Misspelt(H))
 
 
 def test_shapes(setup):

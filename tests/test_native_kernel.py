@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from rnnlab import kernels, recurrence
-from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells import GRUCell, LSTMCell
+from tests.cell_configs import build_cell, cells_declaring, cells_lacking
 from tests.kernel_checks import weighted_loss
 
 B, T, D, H = 3, 7, 4, 5
@@ -26,8 +27,10 @@ needs_native = pytest.mark.skipif(
     not kernels.available(), reason=f"native kernel unavailable: {kernels.unavailable_reason()}"
 )
 
-CELLS = [LSTMCell(H), GRUCell(H), ElmanCell(H), ElmanCell(H, activation="relu")]
-CELL_IDS = ["lstm", "gru", "tanh", "relu"]
+NATIVE = cells_declaring("native_kernel")
+"""Every `conf/cell/` cell whose class declares a native kernel (`native_kernel`)."""
+IN_KERNEL_BIAS = [n for n in NATIVE if kernels.cell_kind(build_cell(n)) != kernels.GRU]
+"""Those whose kernel adds the input bias itself (all but the GRU's, see `kernels.forward`)."""
 
 
 def test_native_is_available_when_required():
@@ -76,16 +79,13 @@ OPTIONS = {
     "reverse": {"reverse": True, "lengths": True, "resets": True},
     "dropout-zoneout": {"recurrent_mask": True, "zoneout": True, "lengths": True},
 }
-CASES = [
-    pytest.param(cell, OPTIONS[name], id=f"{cell_id}-{name}")
-    for cell, cell_id in zip(CELLS, CELL_IDS, strict=True)
-    for name in {"relu": ("dropout-zoneout",), "tanh": ("plain", "reverse")}.get(cell_id, OPTIONS)
-]
 
 
 @needs_native
-@pytest.mark.parametrize("cell,options", CASES)
-def test_run_matches_scan(cell, options):
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize("name", NATIVE)
+def test_run_matches_scan(name, options):
+    cell = build_cell(name, H)
     key = jax.random.PRNGKey(0)
     k_p, k_x, k_c, k_m, k_z, k_r = jax.random.split(key, 6)
     params = _random_params(cell, k_p, D)
@@ -111,10 +111,11 @@ def test_run_matches_scan(cell, options):
 
 
 @needs_native
-@pytest.mark.parametrize("cell", [LSTMCell(32), GRUCell(32), ElmanCell(32)], ids=CELL_IDS[:3])
-def test_packed_kernel_sizes_match_scan(cell):
+@pytest.mark.parametrize("name", NATIVE)
+def test_packed_kernel_sizes_match_scan(name):
     """Hidden sizes that are multiples of 32 take the packed AVX-512 product (where built);
     11 rows exercise the 8-row blocks and their remainder."""
+    cell = build_cell(name, 32)
     batch, time, size = 11, 5, 8
     k_p, k_x, k_c, k_m, k_r = jax.random.split(jax.random.PRNGKey(7), 5)
     params = _random_params(cell, k_p, size)
@@ -134,12 +135,12 @@ def test_packed_kernel_sizes_match_scan(cell):
 
 @needs_native
 @pytest.mark.parametrize("hidden", [16, 40, 48])
-@pytest.mark.parametrize("cell_type", [LSTMCell, ElmanCell], ids=["lstm", "tanh"])
-def test_vector_gate_loop_and_kernel_bias_match_scan(cell_type, hidden):
+@pytest.mark.parametrize("name", IN_KERNEL_BIAS)
+def test_vector_gate_loop_and_kernel_bias_match_scan(name, hidden):
     """Hidden sizes around the 16-lane gate loop (exact blocks, and a scalar remainder) on the
     BLAS product, with the input bias added inside the kernel and `ys` written batch-major, under
     lengths, resets, recurrent dropout, zoneout and reverse."""
-    cell = cell_type(hidden)
+    cell = build_cell(name, hidden)
     batch, time, size = 5, 6, 3
     k_p, k_x, k_c, k_m, k_r, k_z = jax.random.split(jax.random.PRNGKey(11), 6)
     params = _random_params(cell, k_p, size)
@@ -231,11 +232,9 @@ def test_auto_falls_back_and_native_explains():
     xs = jnp.zeros((B, T, D))
     lstm = LSTMCell(H)
     params = lstm.init(jax.random.PRNGKey(0), D)
+    without_kernel = [(build_cell(name, H), {}) for name in cells_lacking("native_kernel")]
     for cell, kwargs in [
-        (LSTMCell(H, peephole=True), {}),
-        (LSTMCell(H, layer_norm=True), {}),
-        (LSTMCell(H, proj_size=2), {}),
-        (GRUCell(H, reset_after=False), {}),
+        *without_kernel,
         (lstm, {"backward": "autodiff"}),
         (lstm, {"input_projection": "per_step"}),
     ]:

@@ -11,21 +11,19 @@ import numpy as np
 import pytest
 
 from rnnlab import interop, recurrence
-from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells import LSTMState
+from rnnlab.cells.base import declared
+from tests.cell_configs import build_cell, cells_declaring
 
 torch = pytest.importorskip("torch")
 
 B, T, D, H = 3, 6, 3, 5
 LENGTHS = np.array([6, 4, 1])
 
-CASES = [
-    # (torch class, torch kwargs, rnnlab cell)
-    ("LSTM", {}, LSTMCell(H)),
-    ("LSTM", {"proj_size": 2}, LSTMCell(H, proj_size=2)),
-    ("GRU", {}, GRUCell(H)),
-    ("RNN", {"nonlinearity": "tanh"}, ElmanCell(H, activation="tanh")),
-    ("RNN", {"nonlinearity": "relu"}, ElmanCell(H, activation="relu")),
-]
+TORCH_CELLS = cells_declaring("torch_module", H)
+"""Every `conf/cell/` cell whose class declares a `torch.nn` equivalent (`torch_module`)."""
+FLAX_CELLS = cells_declaring("flax_cell", H)
+"""... and those that declare a `flax.linen` one (`flax_cell`)."""
 
 
 def _torch_run(module, xs, packed: bool):
@@ -48,7 +46,7 @@ def _ours_final(cell, carries, num_layers, bidirectional):
     hs, cs = [], []
     for layer in range(num_layers):
         for carry in carries[layer] if bidirectional else (carries[layer],):
-            if isinstance(cell, LSTMCell):
+            if isinstance(carry, LSTMState):
                 hs.append(carry.h)
                 cs.append(carry.c)
             else:
@@ -58,9 +56,11 @@ def _ours_final(cell, carries, num_layers, bidirectional):
 
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, False), (2, True)])
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{c[0]}{c[1]}" for c in CASES])
-def test_matches_torch_forward_and_gradients(case, num_layers, bidirectional, packed):
-    name, kwargs, cell = CASES[case]
+@pytest.mark.parametrize("cell_name", TORCH_CELLS)
+def test_matches_torch_forward_and_gradients(cell_name, num_layers, bidirectional, packed):
+    cell = build_cell(cell_name, H)
+    name, kwargs = declared(cell, "torch_module")
+    case = TORCH_CELLS.index(cell_name)
     torch.manual_seed(case)
     module = getattr(torch.nn, name)(
         D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, **kwargs
@@ -108,15 +108,13 @@ def test_matches_torch_forward_and_gradients(case, num_layers, bidirectional, pa
                 np.testing.assert_allclose(ours[key], ref[key], atol=1e-4, rtol=1e-4, err_msg=key)
 
 
-@pytest.mark.parametrize(
-    "flax_cell,cell",
-    [(fnn.OptimizedLSTMCell, LSTMCell(H)), (fnn.LSTMCell, LSTMCell(H)), (fnn.GRUCell, GRUCell(H))],
-    ids=["OptimizedLSTMCell", "LSTMCell", "GRUCell"],
-)
-def test_matches_flax_linen_rnn(flax_cell, cell):
+@pytest.mark.parametrize("cell_name", FLAX_CELLS)
+def test_matches_flax_linen_rnn(cell_name):
+    cell = build_cell(cell_name, H)
+    name, kwargs = declared(cell, "flax_cell")
     xs = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
     lengths = jnp.asarray(LENGTHS)
-    module = fnn.RNN(flax_cell(H), return_carry=True)
+    module = fnn.RNN(getattr(fnn, name)(H, **kwargs), return_carry=True)
     variables = module.init(jax.random.PRNGKey(1), xs)
     # Flax initialises biases at zero; perturb them so the bias mapping is tested too.
     variables = jax.tree_util.tree_map(lambda p: p + 0.1, variables)

@@ -17,6 +17,23 @@ the backward scan only `d_recurrent @ W_hh`, all `W_hh` gradients as one matmul 
 Parameter names follow PyTorch's fused-gate layout (`w_ih: [g, d]`, `w_hh: [g_rec, h_fb]`) with
 one bias `b: [g]` (PyTorch's `b_ih + b_hh`; the GRU keeps `b_hn` apart because it sits inside the
 reset gate), so loading PyTorch weights is a copy and a sum (`rnnlab.interop`).
+
+Optional capabilities: what else computes exactly a cell's math, declared by the cell's class as
+properties (or class attributes) and read with `declared(cell, name)`; None, or not declared at
+all, means "nothing else does", and the generic paths (the XLA scan, no reference) are taken. No
+list of cells exists anywhere else: the native kernel, `rnnlab.interop`, the benchmark and the
+tests ask the cell.
+
+    native_kernel   a key of `rnnlab.kernels.KINDS` ("lstm", "gru", "tanh", "relu"): the native
+                    CPU kernel of that kind runs this cell (params in the layout `init` gives).
+    torch_module    `(name, kwargs)`: `torch.nn.<name>(input_size, hidden_size, num_layers=...,
+                    bidirectional=..., **kwargs)` computes this cell, and its `state_dict()`
+                    loads with `rnnlab.interop.params_from_torch`.
+    flax_cell       `(name, kwargs)`: `flax.linen.<name>(hidden_size, **kwargs)` computes this
+                    cell, and its params load with `rnnlab.interop.params_from_flax`.
+
+Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
+may change the math, so it says again what still matches.
 """
 
 from __future__ import annotations
@@ -98,6 +115,22 @@ def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array
     (`bias=False`: without `b`, for kernels that add it themselves)."""
     projected = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
     return projected + along_last(params["b"], projected) if bias else projected
+
+
+CAPABILITIES = ("native_kernel", "torch_module", "flax_cell")
+"""The optional capability declarations a cell class may make (see the module docstring)."""
+
+
+def declared(cell: object, capability: str) -> Any:
+    """What `cell`'s own class declares for `capability` (one of `CAPABILITIES`), or None.
+
+    Inherited declarations are ignored: a subclass that changes the math must not run on a
+    kernel or load weights meant for its parent, so it declares again what still holds."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown cell capability {capability!r}; one of {CAPABILITIES}")
+    if capability not in vars(type(cell)):
+        return None
+    return getattr(cell, capability)
 
 
 @runtime_checkable

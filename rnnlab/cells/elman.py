@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,3 +65,17 @@ class ElmanCell(HiddenStateCell):
     ) -> tuple[Array, Array]:
         h = ACTIVATIONS[self.activation](projected_t + recurrent_t)
         return h, h
+
+    # What else computes exactly this cell (`rnnlab.cells.base`: optional capabilities).
+
+    @property
+    def native_kernel(self) -> str | None:
+        return {"tanh": "tanh", "relu": "relu"}.get(self.activation)
+
+    @property
+    def torch_module(self) -> tuple[str, dict[str, Any]] | None:
+        return "RNN", {"nonlinearity": self.activation}
+
+    @property
+    def flax_cell(self) -> tuple[str, dict[str, Any]] | None:
+        return "SimpleCell", {"activation_fn": ACTIVATIONS[self.activation]}

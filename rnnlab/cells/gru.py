@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -94,3 +95,18 @@ class GRUCell(HiddenStateCell):
         z = gates["update"]
         h = (1.0 - z) * gates["candidate"] + z * carry
         return h, h
+
+    # What else computes exactly this cell (`rnnlab.cells.base`: optional capabilities): the
+    # reset-after form only; nothing else has the reset-before one.
+
+    @property
+    def native_kernel(self) -> str | None:
+        return "gru" if self.reset_after else None
+
+    @property
+    def torch_module(self) -> tuple[str, dict[str, Any]] | None:
+        return ("GRU", {}) if self.reset_after else None
+
+    @property
+    def flax_cell(self) -> tuple[str, dict[str, Any]] | None:
+        return ("GRUCell", {}) if self.reset_after else None

@@ -138,3 +138,21 @@ class LSTMCell:
         if self.proj_size:
             h = h @ params["w_hr"].T
         return LSTMState(c=c, h=h), h
+
+    # What else computes exactly this cell (`rnnlab.cells.base`: optional capabilities): PyTorch
+    # has the projection but neither peepholes nor layer norm; the kernel and Flax, the plain cell.
+
+    @property
+    def native_kernel(self) -> str | None:
+        return None if self.peephole or self.layer_norm or self.proj_size else "lstm"
+
+    @property
+    def torch_module(self) -> tuple[str, dict[str, Any]] | None:
+        if self.peephole or self.layer_norm:
+            return None
+        return "LSTM", ({"proj_size": self.proj_size} if self.proj_size else {})
+
+    @property
+    def flax_cell(self) -> tuple[str, dict[str, Any]] | None:
+        plain = not (self.peephole or self.layer_norm or self.proj_size)
+        return ("OptimizedLSTMCell", {}) if plain else None

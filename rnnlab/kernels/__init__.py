@@ -30,6 +30,12 @@ from rnnlab.typing import Array
 LSTM, GRU, TANH, RELU = 0, 1, 2, 3
 """The cell kinds the kernels implement (the `kind` attribute of both FFI targets)."""
 
+KINDS = {"lstm": LSTM, "gru": GRU, "tanh": TANH, "relu": RELU}
+"""The names a cell declares as its `native_kernel` (see `rnnlab.cells.base`), with the math and
+parameter layout each kind computes: "lstm" the plain LSTM (gates i, f, g, o; `w_ih: [4h, d]`,
+`w_hh: [4h, h]`, `b`), "gru" the reset-after GRU (r, z, n; `b_hn` inside the reset gate), "tanh"
+and "relu" the Elman RNN (`w_ih: [h, d]`, `w_hh: [h, h]`, `b`)."""
+
 FORWARD_TARGET = "rnnlab_native_forward"
 BACKWARD_TARGET = "rnnlab_native_backward"
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,17 +93,25 @@ def unavailable_reason() -> str | None:
 def cell_kind(cell: Any) -> int | None:
     """The kernel's kind for a cell it implements exactly, else None.
 
-    Supported: `LSTMCell` without peepholes, layer norm or projection; `GRUCell` with
-    `reset_after=True`; `ElmanCell` (tanh, relu). Subclasses are not (they may change the math)."""
-    from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+    The cell says so itself: its class declares `native_kernel`, a key of `KINDS` or None (see
+    `rnnlab.cells.base`; e.g. `LSTMCell` without peepholes, layer norm or projection declares
+    "lstm"). A cell that declares nothing runs on the XLA scan, and so does a subclass that does
+    not declare again (it may change the math).
 
-    if type(cell) is LSTMCell and not (cell.peephole or cell.layer_norm or cell.proj_size):
-        return LSTM
-    if type(cell) is GRUCell and cell.reset_after:
-        return GRU
-    if type(cell) is ElmanCell:
-        return {"tanh": TANH, "relu": RELU}.get(cell.activation)
-    return None
+    Raises:
+        ValueError: the cell declares a name that is not a kernel kind.
+    """
+    from rnnlab.cells.base import declared
+
+    name = declared(cell, "native_kernel")
+    if name is None:
+        return None
+    if name not in KINDS:
+        raise ValueError(
+            f"{type(cell).__name__}.native_kernel is {name!r}, not a native kernel kind; "
+            f"declare one of {sorted(KINDS)} or None"
+        )
+    return KINDS[name]
 
 
 def _require() -> None:
