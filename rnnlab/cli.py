@@ -245,12 +245,19 @@ NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault
 that the configs of runs saved by earlier versions hold)."""
 
 
+IMPLIED_BEFORE = {"model.kernel": "auto", "model.input_projection": "hoisted"}
+"""Keys that the configs of runs saved by earlier versions lack, with the value those runs used
+(what the code did without the key), so that such runs still compare equal and resume."""
+
+
 def compare_configs(
     saved: Mapping[str, Any], current: Mapping[str, Any]
 ) -> tuple[list[str], list[str]]:
     """`rnnlab.train.ConfigCompare` for `config_snapshot`s: the `RUN_IDENTITY` keys must agree,
-    the others may change (more steps, another learning rate), `NOT_COMPARED` keys are ignored."""
+    the others may change (more steps, another learning rate), `NOT_COMPARED` keys are ignored,
+    and keys an older saved config lacks take their `IMPLIED_BEFORE` value."""
     kept = lambda snapshot: {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
+    saved = {**IMPLIED_BEFORE, **saved}
     diff = snapshot_diff(kept(saved), kept(current))
     strict = [
         line

@@ -28,19 +28,16 @@ class RecurrentStack(nn.Module):
         num_layers: stacked layers.
         bidirectional: run a reverse direction too (within each sequence's length).
         merge: "concat" or "sum" for the two directions' outputs.
-        dropout: between layers; recurrent_dropout: Gal & Ghahramani; zoneout: Krueger et al.
-        unroll: `lax.scan` unroll; backward: "custom" or "autodiff" (see `rnnlab.recurrence`).
+        options: dropout between layers, recurrent dropout, zoneout, scan unroll, backward pass,
+            input projection and kernel (`rnnlab.recurrence.RecurrentOptions`), passed to every
+            layer unchanged.
     """
 
     cell: Cell
     num_layers: int = 1
     bidirectional: bool = False
     merge: str = "concat"
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    zoneout: float = 0.0
-    unroll: int = 1
-    backward: str = "custom"
+    options: recurrence.RecurrentOptions = recurrence.DEFAULT_OPTIONS
 
     @property
     def output_size(self) -> int:
@@ -77,14 +74,8 @@ class RecurrentStack(nn.Module):
 
         With `train=True` and any dropout/zoneout rate > 0 the module needs a `dropout` RNG."""
         params = self.layer_params(xs.shape[-1])
-        options = recurrence.RecurrentOptions(
-            dropout=self.dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            zoneout=self.zoneout,
-            unroll=self.unroll,
-            backward=self.backward,
-        )
-        stochastic = self.dropout > 0 or self.recurrent_dropout > 0 or self.zoneout > 0
+        options = self.options
+        stochastic = options.dropout > 0 or options.recurrent_dropout > 0 or options.zoneout > 0
         key = self.make_rng("dropout") if train and stochastic else None
         return recurrence.run_stack(
             self.cell,

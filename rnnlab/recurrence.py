@@ -21,6 +21,7 @@ the reference the custom pass is tested against. Forward-mode AD (`jax.jvp`) nee
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -32,8 +33,11 @@ from rnnlab import kernels
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell, project_inputs_linear
 from rnnlab.cells.lstm import LSTMState
+from rnnlab.errors import ConfigError
 from rnnlab.kernels import cudnn
 from rnnlab.typing import Array, Carry, Params, PRNGKey
+
+log = logging.getLogger(__name__)
 
 LAYER_OWNED = ("w_ih", "w_hh", "b")
 """Params used by the layer's matmuls/projection; `cell.pointwise` sees the rest."""
@@ -440,6 +444,21 @@ def _native_bwd(native, saved, cotangents):
     return d_small, d_w_hh, {}, d_carry0, d_inputs, zeros(aux), zeros(mask)
 
 
+def native_unsupported_options(cell: Cell, backward: str, input_projection: str) -> str | None:
+    """Why the native kernel cannot run this cell with these options, known before any array
+    exists (None if it can; `native_unsupported` adds the arrays' dtypes)."""
+    reason = kernels.unavailable_reason()
+    if reason is not None:
+        return reason
+    if kernels.cell_kind(cell) is None:
+        return f"{cell!r} is not implemented natively"
+    if backward != "custom":
+        return 'backward="autodiff" differentiates the XLA scan'
+    if input_projection != "hoisted":
+        return 'input_projection="per_step" runs on the XLA scan'
+    return None
+
+
 def native_unsupported(
     cell: Cell,
     params: Params,
@@ -452,15 +471,9 @@ def native_unsupported(
     input_projection: str = "hoisted",
 ) -> str | None:
     """Why `run` with these arguments cannot use the native kernel (None if it can)."""
-    reason = kernels.unavailable_reason()
+    reason = native_unsupported_options(cell, backward, input_projection)
     if reason is not None:
         return reason
-    if kernels.cell_kind(cell) is None:
-        return f"{cell!r} is not implemented natively"
-    if backward != "custom":
-        return 'backward="autodiff" differentiates the XLA scan'
-    if input_projection != "hoisted":
-        return 'input_projection="per_step" runs on the XLA scan'
     arrays = [xs]
     for tree in (params, initial_carry, recurrent_mask, zoneout_keep):
         arrays += jax.tree_util.tree_leaves(tree)
@@ -479,7 +492,9 @@ def _native_kind(kernel: str, cell: Cell, params: Params, xs: Array, **kwargs: A
     if reason is None:
         return kernels.cell_kind(cell)
     if kernel == "native":
-        raise ValueError(f'kernel="native" is not possible here: {reason}')
+        raise ConfigError(
+            f'kernel="native" is not possible here: {reason}; use kernel="auto" (model.kernel)'
+        )
     return None
 
 
@@ -577,7 +592,9 @@ def run(
             input_projection=input_projection,
         )
         if reason is not None:
-            raise ValueError(f'kernel="cudnn" is not possible here: {reason}')
+            raise ConfigError(
+                f'kernel="cudnn" is not possible here: {reason}; use kernel="auto" (model.kernel)'
+            )
     native = _native_kind(
         kernel,
         cell,
@@ -770,6 +787,35 @@ def init_stack(
     return params
 
 
+def backend_of(cell: Cell, params: Params, xs: Array, options: RecurrentOptions) -> str:
+    """What `run` computes a layer with, in words: "native kernel", "cuDNN" or "XLA scan" with
+    the reason the native kernel is not used (for the run log)."""
+    if options.kernel == "cudnn":
+        return "cuDNN (on CUDA; the XLA scan elsewhere)"
+    if options.kernel == "xla":
+        return "XLA scan (kernel=xla)"
+    one = params.get("forward", params)  # a bidirectional layer: both directions alike
+    reason = native_unsupported(
+        cell, one, xs, backward=options.backward, input_projection=options.input_projection
+    )
+    return "native kernel (CPU)" if reason is None else f"XLA scan: {reason}"
+
+
+_LOGGED_BACKENDS: set[tuple[int, str, str]] = set()
+
+
+def _log_backend(
+    index: int, cell: Cell, params: Params, xs: Array, options: RecurrentOptions
+) -> None:
+    """Logs `layer_{index}: <backend>` at INFO, once per layer, cell and backend in a process
+    (the train and evaluation steps trace the same layers)."""
+    backend = backend_of(cell, params, xs, options)
+    entry = (index, repr(cell), backend)
+    if entry not in _LOGGED_BACKENDS:
+        _LOGGED_BACKENDS.add(entry)
+        log.info("layer_%d: %s", index, backend)
+
+
 def run_stack(
     cell: Cell,
     params: Sequence[Params],
@@ -795,6 +841,7 @@ def run_stack(
     """
     carries = []
     for index, layer_params in enumerate(params):
+        _log_backend(index, cell, layer_params, xs, options)
         layer_key = None if key is None else jax.random.fold_in(key, index)
         if index > 0 and options.dropout > 0 and layer_key is not None:
             drop_key, layer_key = jax.random.split(layer_key)

@@ -214,7 +214,7 @@ def run_stack_call(
                 resets=call.resets,
                 initial_carry=start,
                 reverse=reverse,
-                zoneout=stack.zoneout,
+                zoneout=stack.options.zoneout,
                 with_gates=with_gates,
             )
             finals.append(final)

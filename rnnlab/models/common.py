@@ -92,6 +92,8 @@ class Backbone(nn.Module, kw_only=True):
         zoneout: zoneout rate on every carry leaf (Krueger et al. 2017).
         unroll: `lax.scan` unroll factor.
         backward: "custom" (hand-written reverse pass) or "autodiff".
+        input_projection: "hoisted" (one matmul over all steps) or "per_step".
+        kernel: "auto", "native", "xla" or "cudnn" (see `rnnlab.recurrence.run`).
         attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
             documented per model (`ATTENTION` lists them).
         attention_size: hidden size of additive attention and attention pooling.
@@ -110,6 +112,8 @@ class Backbone(nn.Module, kw_only=True):
     zoneout: float = 0.0
     unroll: int = 1
     backward: str = "custom"
+    input_projection: str = "hoisted"
+    kernel: str = "auto"
     attention: str = "none"
     attention_size: int = 64
     num_heads: int = 4
@@ -120,6 +124,14 @@ class Backbone(nn.Module, kw_only=True):
         check_choice("attention", self.attention, self.ATTENTION, owner)
         check_choice("merge", self.merge, recurrence.MERGES, owner)
         check_choice("backward", self.backward, recurrence.BACKWARDS, owner)
+        check_choice("input_projection", self.input_projection, recurrence.INPUT_PROJECTIONS, owner)
+        check_choice("kernel", self.kernel, recurrence.KERNELS, owner)
+        if self.kernel == "native":  # an explicit choice that cannot be honoured stops here
+            reason = recurrence.native_unsupported_options(
+                self.cell, self.backward, self.input_projection
+            )
+            if reason is not None:
+                raise ValueError(f'{owner}.kernel="native" is not possible: {reason}')
         if self.num_layers < 1:
             raise ValueError(f"{owner}.num_layers must be >= 1, got {self.num_layers}")
         for name in ("dropout", "recurrent_dropout", "zoneout"):
@@ -134,6 +146,13 @@ class Backbone(nn.Module, kw_only=True):
         both = self.bidirectional and self.merge == "concat"
         return self.cell.output_size * (2 if both else 1)
 
+    @property
+    def options(self) -> recurrence.RecurrentOptions:
+        """The recurrence options these fields set, as the one object every layer receives."""
+        return recurrence.RecurrentOptions(
+            **{name: getattr(self, name) for name in recurrence.RecurrentOptions._fields}
+        )
+
     @nn.nowrap
     def make_stack(self, bidirectional: bool | None = None, **module_kwargs: Any) -> RecurrentStack:
         """The `RecurrentStack` the backbone fields describe (`bidirectional` may be overridden)."""
@@ -142,11 +161,7 @@ class Backbone(nn.Module, kw_only=True):
             num_layers=self.num_layers,
             bidirectional=self.bidirectional if bidirectional is None else bidirectional,
             merge=self.merge,
-            dropout=self.dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            zoneout=self.zoneout,
-            unroll=self.unroll,
-            backward=self.backward,
+            options=self.options,
             **module_kwargs,
         )
 
