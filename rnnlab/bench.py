@@ -46,7 +46,7 @@ MODES = ("train", "infer")
 def cell_names() -> list[str]:
     """The cells the benchmark can run: every `conf/cell/<name>.yaml` (rnnlab's config directory,
     as `rnnlab-train` finds it; no list to keep here)."""
-    from rnnlab.diagnostics.cli import cell_names as names
+    from rnnlab.cli import cell_names as names
 
     return names()
 
@@ -59,7 +59,7 @@ def make_cell(name: str, hidden: int) -> Any:
         ConfigError: an unknown cell, or settings the cell refuses at this size."""
     from hydra.utils import instantiate
 
-    from rnnlab.diagnostics.cli import cell_config
+    from rnnlab.cli import cell_config
 
     known = cell_names()
     if name not in known:

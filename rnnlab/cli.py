@@ -86,6 +86,22 @@ def config_dir() -> Path:
     )
 
 
+def cell_names() -> list[str]:
+    """Every cell rnnlab knows: the files of `conf/cell/` (discovered, no list kept anywhere)."""
+    return sorted(p.stem for p in (config_dir() / "cell").glob("*.yaml"))
+
+
+def cell_config(name: str) -> DictConfig:
+    """`conf/cell/<name>.yaml` with its `defaults` list (other cell files, `_self_`) merged, for
+    `hydra.utils.instantiate` (what `model/*.yaml` composes under `model.cell`)."""
+    cfg = OmegaConf.load(config_dir() / "cell" / f"{name}.yaml")
+    defaults = cfg.pop("defaults", None)
+    if defaults is None:
+        return cfg
+    parts = [cfg if item == "_self_" else cell_config(str(item)) for item in defaults]
+    return OmegaConf.merge(*parts)
+
+
 def register_configs() -> None:
     """Registers the dataclass schemas that type `trainer/`, `optim/` and `logger/` configs."""
     from hydra.core.config_store import ConfigStore

@@ -18,7 +18,7 @@ TOL = 1e-5
 
 def _hidden(name: str, hidden: int) -> int:
     """`hidden`, or more where the cell's config fixes a projection at least that wide."""
-    from rnnlab.diagnostics.cli import cell_config
+    from rnnlab.cli import cell_config
 
     return max(hidden, (cell_config(name).get("proj_size") or 0) + 1)
 

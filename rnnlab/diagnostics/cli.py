@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab import argcheck
+from rnnlab import argcheck, cli
 from rnnlab.diagnostics import gradflow, plots
 from rnnlab.diagnostics.attention_maps import attention_weights, lengths_of
 from rnnlab.diagnostics.loading import (
@@ -197,33 +197,6 @@ def run_labels(run_dirs: Sequence[Path], model_names: Sequence[str]) -> list[str
     return labels
 
 
-def _config_dir() -> Path:
-    """rnnlab's `conf/` directory, a user error where it cannot be found."""
-    from rnnlab.cli import config_dir
-
-    try:
-        return config_dir()
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from err
-
-
-def cell_names() -> list[str]:
-    """The cells of `--cells`: `conf/cell/<name>.yaml`."""
-    return sorted(p.stem for p in (_config_dir() / "cell").glob("*.yaml"))
-
-
-def cell_config(name: str) -> Any:
-    """`conf/cell/<name>.yaml` with its `defaults` list (other cell files, `_self_`) merged."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(_config_dir() / "cell" / f"{name}.yaml")
-    defaults = cfg.pop("defaults", None)
-    if defaults is None:
-        return cfg
-    parts = [cfg if item == "_self_" else cell_config(str(item)) for item in defaults]
-    return OmegaConf.merge(*parts)
-
-
 def compare_cells(
     names: Sequence[str], length: int, hidden: int, out_dir: Path, seed: int = 0
 ) -> dict[str, Any]:
@@ -234,7 +207,7 @@ def compare_cells(
 
     runs = {}
     for name in names:
-        cfg = cell_config(name)
+        cfg = cli.cell_config(name)
         cfg.hidden_size = hidden
         cell = instantiate(cfg)
         runs[name] = gradflow.adding_grad_flow(cell, jax.random.PRNGKey(seed), length)
@@ -360,7 +333,7 @@ def _main(args: argparse.Namespace) -> None:
             "give run directories or --cells, not both (--cells compares fresh cells, no run)"
         )
     if args.cells:
-        names = argcheck.name_list(cell_names(), "cell")
+        names = argcheck.name_list(cli.cell_names(), "cell")
         try:
             cells = names(args.cells)
         except argparse.ArgumentTypeError as err:
