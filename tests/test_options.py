@@ -37,8 +37,12 @@ def test_kernel_and_projection_reach_the_layer(
     assert model.make_stack().options is not None and model.make_stack().options == options
 
 
-def test_each_layer_logs_its_backend(caplog: pytest.LogCaptureFixture) -> None:
-    cell = GRUCell(hidden_size=5)  # a size no other test logs, so the message is new here
+def test_each_layer_logs_its_backend(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recurrence, "_LOGGED_BACKENDS", set())  # earlier tests logged theirs
+    monkeypatch.setattr(recurrence.log, "disabled", False)  # a logging config may have disabled it
+    cell = GRUCell(hidden_size=5)
     params = recurrence.init_stack(cell, jax.random.PRNGKey(0), 3, num_layers=2)
     xs = jnp.ones((2, 4, 3))
     caplog.set_level(logging.INFO, logger="rnnlab.recurrence")
