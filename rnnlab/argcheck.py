@@ -128,3 +128,14 @@ def output_dir(text: str) -> Path:
     if problem:
         raise argparse.ArgumentTypeError(f"{problem}; give a writable directory")
     return path
+
+
+def checkpoint(text: str) -> str:
+    """A `--checkpoint` value (`rnnlab.checkpoint.parse_checkpoint`), kept as typed."""
+    from rnnlab.checkpoint import CHECKPOINT_HELP, parse_checkpoint
+
+    try:
+        parse_checkpoint(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {CHECKPOINT_HELP}, got {text!r}") from None
+    return text

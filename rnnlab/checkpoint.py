@@ -51,7 +51,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rnnlab.errors import RunDirError, RunNotFoundError, UserError
+from rnnlab.errors import ConfigError, RunDirError, RunNotFoundError, UserError
 from rnnlab.rundir import CHECKPOINT_DIR, DAMAGED_DIR, timestamp
 
 log = logging.getLogger(__name__)
@@ -508,6 +508,27 @@ def _short(err: BaseException, limit: int = 160) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+CHECKPOINT_HELP = '"best", "latest" or a step (an integer >= 0)'
+"""The checkpoints `restore_params` can be asked for (the `--checkpoint` of the tools)."""
+
+
+def parse_checkpoint(checkpoint: str | int | None) -> str | int | None:
+    """`"best"`, `"latest"`/None (-> None) or a step (`"1500"` -> 1500).
+
+    Raises:
+        ConfigError (a ValueError): anything else, e.g. a negative step or "last".
+    """
+    if checkpoint is None or checkpoint == "latest":
+        return None
+    if isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 0:
+        return checkpoint
+    if isinstance(checkpoint, str) and checkpoint.isdigit():
+        return int(checkpoint)
+    if checkpoint != "best":
+        raise ConfigError(f"--checkpoint must be {CHECKPOINT_HELP}, got {checkpoint!r}")
+    return checkpoint
 
 
 def restore_params(

@@ -451,7 +451,7 @@ def sample_from_run(
     import jax.numpy as jnp
     from hydra.utils import get_class, instantiate
 
-    from rnnlab.checkpoint import restore_params
+    from rnnlab.checkpoint import parse_checkpoint, restore_params
     from rnnlab.data.text import Vocabulary
     from rnnlab.tasks.language_model import VOCAB_FILE, build_language_model, sample
 
@@ -471,8 +471,7 @@ def sample_from_run(
         bool(cfg.task.get("tie_weights", False)),
     )
     target = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"]
-    step = None if checkpoint in (None, "latest") else checkpoint
-    params, used = restore_params(run_dir, target, step)
+    params, used = restore_params(run_dir, target, parse_checkpoint(checkpoint))
     texts = sample(
         model,
         params,
@@ -486,15 +485,6 @@ def sample_from_run(
         separator=getattr(task_class, "separator", ""),
     )
     return texts, used
-
-
-def _checkpoint(text: str) -> str | int:
-    """`--checkpoint`: "best", "latest" or a step number."""
-    if text in ("best", "latest"):
-        return text
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f'must be "best", "latest" or a step number, got {text!r}')
 
 
 def _read_prompt_file(path: str) -> str:
@@ -516,6 +506,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     (`model=lstm,seed=0`), which Hydra's override grammar would make the user quote.
     Arguments are checked as they are parsed; user errors are one line (`rnnlab.errors`).
     """
+    from rnnlab import argcheck
     from rnnlab.argcheck import float_at_least, int_at_least
 
     parser = argparse.ArgumentParser(
@@ -534,7 +525,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float_at_least(0.0), default=0.8, help="0 is greedy")
     parser.add_argument("--top-k", type=int_at_least(0), default=0, help="0 keeps every token")
     parser.add_argument(
-        "--checkpoint", type=_checkpoint, default="best", help='"best", "latest" or a step'
+        "--checkpoint", type=argcheck.checkpoint, default="best", help='"best", "latest" or a step'
     )
     parser.add_argument("--seed", type=int_at_least(0, SEED_LIMIT - 1), default=0)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")

@@ -143,21 +143,18 @@ def _parse_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return events, skipped
 
 
-def read_jsonl(path: StrPath, *, repair: bool = False) -> list[dict[str, Any]]:
+def read_jsonl(path: StrPath) -> list[dict[str, Any]]:
     """The events of a JSON-lines file (e.g. `metrics.jsonl`), in order; [] if missing.
 
-    Unreadable lines — a torn last line, or a damaged one — are skipped with a warning naming the
-    file and line; with `repair` the file is rewritten without them (atomically).
+    Unreadable lines — a torn last line, or a damaged one — are left out with a warning naming
+    the file and line (a resumed run then rewrites the file without them: `truncate_jsonl`).
     """
     path = Path(path)
     if not path.is_file():
         return []
     events, skipped = _parse_lines(path)
     if skipped:
-        action = "cut them off" if repair else "skipping them"
-        log.warning("%s: %s; %s", path, "; ".join(skipped), action)
-        if repair:
-            write_jsonl(path, events)
+        log.warning("%s: %s; leaving them out", path, "; ".join(skipped))
     return events
 
 

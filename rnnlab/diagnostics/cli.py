@@ -32,16 +32,15 @@ from typing import Any
 import numpy as np
 
 from rnnlab import argcheck, cli
+from rnnlab.checkpoint import CHECKPOINT_HELP
 from rnnlab.diagnostics import gradflow, plots
 from rnnlab.diagnostics.attention_maps import attention_weights, lengths_of
 from rnnlab.diagnostics.loading import (
-    CHECKPOINT_HELP,
     LoadedRun,
     check_checkpoint,
     first_batch,
     load_config,
     load_run,
-    parse_checkpoint,
 )
 from rnnlab.errors import ConfigError, UserError, report_user_errors
 
@@ -230,15 +229,6 @@ def compare_cells(
 _parse_what = argcheck.name_list(WHAT, "diagnostic")
 
 
-def _checkpoint(text: str) -> str:
-    """A `--checkpoint` value, checked (`parse_checkpoint`), kept as typed."""
-    try:
-        parse_checkpoint(text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"must be {CHECKPOINT_HELP}, got {text!r}") from None
-    return text
-
-
 def _data_dir(text: str) -> str:
     """A `--data-dir`: an existing directory, kept as typed (it replaces the config's text)."""
     argcheck.directory(text)
@@ -259,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: <run_dir>/diagnostics; with several runs, one subfolder "
         "per run and the comparison plot here, else in <common parent>/diagnostics)",
     )
-    parser.add_argument("--checkpoint", type=_checkpoint, default="best", help=CHECKPOINT_HELP)
+    parser.add_argument(
+        "--checkpoint", type=argcheck.checkpoint, default="best", help=CHECKPOINT_HELP
+    )
     parser.add_argument("--init", action="store_true", help="the run's initial parameters")
     parser.add_argument("--what", type=_parse_what, default=list(WHAT), help=",".join(WHAT))
     parser.add_argument(

@@ -23,25 +23,14 @@ import flax.linen as nn
 import jax
 from omegaconf import DictConfig
 
-from rnnlab.checkpoint import restore_params
+from rnnlab.checkpoint import parse_checkpoint, restore_params, saved_steps
 from rnnlab.cli import build_task_and_model, load_config
-from rnnlab.errors import ConfigError, RunNotFoundError
+from rnnlab.errors import RunNotFoundError
 from rnnlab.rundir import CHECKPOINT_DIR
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.typing import Params
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_HELP = '"best", "latest" or a step (an integer >= 0)'
-
-
-def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
-    """The steps of `<run_dir>/checkpoints/<step>/`, sorted ([] if none; whether a step is
-    complete and intact is checked when it is restored)."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def check_checkpoint(run_dir: str | os.PathLike[str], checkpoint: str | int | None) -> None:
@@ -52,7 +41,7 @@ def check_checkpoint(run_dir: str | os.PathLike[str], checkpoint: str | int | No
         RunNotFoundError: the run has no checkpoint, or not the step asked for.
     """
     step = parse_checkpoint(checkpoint)
-    steps = checkpoint_steps(run_dir)
+    steps = saved_steps(Path(run_dir) / CHECKPOINT_DIR)
     if not steps:
         raise RunNotFoundError(
             f"{run_dir} has no checkpoints ({Path(run_dir) / CHECKPOINT_DIR} is missing or "
@@ -87,23 +76,6 @@ def initial_params(cfg: DictConfig, task: Task, model: nn.Module) -> Params:
     """The parameters the run started from (`rnnlab.train`'s init key of `PRNGKey(seed)`)."""
     init_key, _ = jax.random.split(jax.random.PRNGKey(int(cfg.seed)))
     return task.init_params(model, init_key)
-
-
-def parse_checkpoint(checkpoint: str | int | None) -> str | int | None:
-    """`"best"`, `"latest"`/None (-> None) or a step (`"1500"` -> 1500).
-
-    Raises:
-        ConfigError (a ValueError): anything else, e.g. a negative step or "last".
-    """
-    if checkpoint is None or checkpoint == "latest":
-        return None
-    if isinstance(checkpoint, int) and not isinstance(checkpoint, bool) and checkpoint >= 0:
-        return checkpoint
-    if isinstance(checkpoint, str) and checkpoint.isdigit():
-        return int(checkpoint)
-    if checkpoint != "best":
-        raise ConfigError(f"--checkpoint must be {CHECKPOINT_HELP}, got {checkpoint!r}")
-    return checkpoint
 
 
 def load_run(
