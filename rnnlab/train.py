@@ -57,6 +57,7 @@ from rnnlab.optim import Schedule
 from rnnlab.provenance import ProvenanceRecord
 from rnnlab.rundir import CHECKPOINT_DIR, METRICS_FILE, PROVENANCE_FILE, RESULTS_FILE, read_json
 from rnnlab.tasks.base import Batch, Task
+from rnnlab.tasks.language_model import LanguageModelTask, sample_text, save_vocab
 from rnnlab.writers import LoggerConfig, RunWriter, write_results
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ def make_eval_step(task: Task, model: nn.Module) -> Callable[..., Any]:
     """Jitted `(params, batch, carry) -> (sums, carry)` in evaluation mode (no dropout)."""
 
     def eval_step(params: Any, batch: Batch, carry: Any) -> tuple[Any, Any]:
-        sums, _, carry = task.apply(model, params, batch, carry, None)
+        _, (sums, carry) = task.loss(model, params, batch, carry, None)
         return sums, carry
 
     return jax.jit(eval_step)
@@ -686,11 +687,10 @@ class Attempt:
         self.progress.eval_seconds += seconds
         self.writer.scalars(step, {**metrics, "perf/eval_s": seconds})
         tokens = self.config.sample_tokens
-        if self.logger.text_samples and tokens > 0:  # every process: global arrays
-            key = jax.random.fold_in(self.sample_key, step)
-            text = self.task.sample_text(self.model, params, key, tokens)
-            if text is not None:
-                self.writer.text(step, "samples/text", text)
+        if self.logger.text_samples and tokens > 0 and isinstance(self.task, LanguageModelTask):
+            key = jax.random.fold_in(self.sample_key, step)  # every process: global arrays
+            text = sample_text(self.task, self.model, params, key, tokens)
+            self.writer.text(step, "samples/text", text)
         if self.best_metric not in metrics:
             raise ConfigError(
                 f"trainer.best_metric={self.best_metric!r} is not a metric of task "
@@ -856,10 +856,10 @@ def score_best(
 
 
 def announce(run: Attempt, state: State, run_dir: Path) -> None:
-    """Saves the task's assets and says what is trained where."""
+    """Saves a language model's vocabulary and says what is trained where."""
     task = run.task
-    if run.main:
-        task.save_assets(run_dir)
+    if run.main and isinstance(task, LanguageModelTask):
+        save_vocab(task, run_dir)
     log.info(
         "Task %s, model %s (%s params), %d steps, batch %d on %d device(s); run dir %s",
         task.name,

@@ -1,9 +1,10 @@
 """Tasks: the glue between a data family, a model class and a loss (see `base.Task`).
 
-One file per task family; each `conf/task/*.yaml` names one of these classes with `_target_`.
+One file per task family; each `conf/task/*.yaml` names one of these classes with `_target_`, and
+its keys are the constructor's keyword arguments (`base.check_config_keys`).
 """
 
-from rnnlab.tasks.base import Batch, Task, make_model
+from rnnlab.tasks.base import Batch, Task, check_config_keys, config_keys, make_model
 from rnnlab.tasks.forecasting import ETTTask
 from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, WordLMTask
 from rnnlab.tasks.sentiment import SentimentTask
@@ -19,5 +20,7 @@ __all__ = [
     "SentimentTask",
     "Task",
     "WordLMTask",
+    "check_config_keys",
+    "config_keys",
     "make_model",
 ]

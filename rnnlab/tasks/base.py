@@ -1,10 +1,25 @@
-"""The task contract: data, model class and loss for one kind of problem.
+"""The task contract: what a task supplies, in three parts.
 
-A task is built from its `conf/task/*.yaml` (plain settings) plus the run's `seed` and
-`batch_size`. It is the only place that knows what a batch looks like. The trainer
-(`rnnlab.train`) calls:
+A task is built from its `conf/task/*.yaml` (plain settings, the constructor's keyword arguments)
+plus the run's `seed` and `batch_size`. It is the only place that knows what a batch looks like.
 
-    model = task.build_model(cell, backbone)            # model class + task fields
+**Data.** `train_batch(step)` is a pure function of `(seed, step)`; `eval_batches(split)` are
+the fixed batches of each of `splits` (the first is evaluated during training, all at the end);
+`steps_per_epoch` (None for generated data) and `tokens(batch)` for throughput.
+
+**Model construction.** `model_class` (a class attribute: a model of `rnnlab.models`) built with
+the backbone fields of `conf/model/*.yaml` plus the task-owned fields `model_fields()`
+(`num_outputs`, `vocab_size`, ...), so any backbone composes with any task; `model_args(batch,
+carry)` are the model's positional inputs for a batch.
+
+**Objective.** `objective(outputs, batch) -> (sums, loss)`: metric sums and the scalar training
+loss from the model's outputs; `summarize` turns summed metrics into `split/metric` means plus
+`derived` ones; `monitor` names the metric that ranks checkpoints; `baselines` gives reference
+numbers for the results.
+
+The trainer (`rnnlab.train`) calls:
+
+    model = task.build_model(cell, backbone)            # model_class(cell, **backbone, **fields)
     params = task.init_params(model, key)
     batch = task.train_batch(step)                      # pure function of (seed, step)
     loss, (sums, carry) = task.loss(model, params, batch, carry, key)   # key None: evaluation
@@ -14,16 +29,22 @@ A task is built from its `conf/task/*.yaml` (plain settings) plus the run's `see
 mean (`sum_i s_i / sum_i w_i`), the same whatever the batch sizes.
 
 Stateful tasks (language models with truncated BPTT, Zaremba et al. 2014) set `stateful = True`:
-the trainer keeps the carry returned by `loss` (behind `stop_gradient`) and feeds it to the next
-window; `resets_carry(step)` says when a new pass over the stream starts from zeros; the carry is
-part of the checkpointed state.
+their model returns `(outputs, carry)`, the trainer keeps the carry (behind `stop_gradient`) and
+feeds it to the next window; `resets_carry(step)` says when a new pass over the stream starts
+from zeros; the carry is part of the checkpointed state.
+
+What only language models have (text samples, `vocab.json`) lives with them, in
+`rnnlab.tasks.language_model`. A task config's keys are checked against the constructor
+(`check_config_keys`): an unknown key stops the run at start-up naming it.
 """
 
 from __future__ import annotations
 
 import abc
+import difflib
+import importlib
+import inspect
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -34,6 +55,7 @@ import optax
 
 from rnnlab.cells.base import Cell
 from rnnlab.checks import check_int
+from rnnlab.errors import ConfigError
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 Batch = dict[str, np.ndarray]
@@ -107,18 +129,23 @@ def dropout_rngs(key: PRNGKey | None) -> dict[str, PRNGKey] | None:
 class Task(abc.ABC):
     """Base class of every task (see the module docstring).
 
+    A subclass writes: `model_class` (and `model_fields`, `model_args` when the defaults do not
+    fit), `train_batch`, `eval_batches` and `objective`; its constructor takes `seed`,
+    `batch_size` and its config keys, checking each (`ConfigError` naming `task.<key>`).
+
     Args:
         seed: the run seed; training batches are a pure function of `(seed, step)`.
         batch_size: training batch size (global, over all devices).
 
     Class attributes:
         name: short name used in logs.
+        model_class: the model the task trains (from `rnnlab.models`).
         monitor: the validation metric that ranks checkpoints, and `monitor_mode` min or max.
         stateful: the carry is threaded across training steps (truncated BPTT).
-        splits: evaluation splits; the first is evaluated during training, all at the end.
     """
 
     name: ClassVar[str] = "task"
+    model_class: ClassVar[type[nn.Module]]
     monitor: ClassVar[str] = "valid/loss"
     monitor_mode: ClassVar[str] = "min"
     stateful: ClassVar[bool] = False
@@ -131,6 +158,8 @@ class Task(abc.ABC):
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("trainer.batch_size", batch_size, 1)
 
+    # ------------------------------------------------------------------ data
+
     @property
     def splits(self) -> tuple[str, ...]:
         """Evaluation splits this task has."""
@@ -142,10 +171,6 @@ class Task(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        """The task's model class built from the cell and the backbone fields."""
-
-    @abc.abstractmethod
     def train_batch(self, step: int) -> Batch:
         """Training batch `step` (0-based): a pure function of `(seed, step)`."""
 
@@ -153,13 +178,32 @@ class Task(abc.ABC):
     def eval_batches(self, split: str) -> Iterable[Batch]:
         """The fixed batches of an evaluation split, in order."""
 
-    @abc.abstractmethod
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[Sums, Array, Carry]:
-        """Forward pass: (metric sums, scalar training loss, new carry or None).
+    def tokens(self, batch: Batch) -> int:
+        """Input time steps in a batch (`b * t`), for `perf/tokens_per_s`."""
+        inputs = batch["inputs"]
+        return int(inputs.shape[0] * inputs.shape[1])
 
-        `key` is the dropout key during training and None during evaluation."""
+    def resets_carry(self, step: int) -> bool:
+        """Whether training step `step` starts from a zero carry (stateful tasks)."""
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data for the run log (sizes, vocabulary)."""
+        return {}
+
+    # ------------------------------------------------------------------ model construction
+
+    def model_fields(self) -> dict[str, Any]:
+        """The task-owned fields of `model_class` (e.g. `num_outputs`); none by default."""
+        return {}
+
+    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
+        """`model_class` built from the cell, the backbone fields and `model_fields()`."""
+        return make_model(self.model_class, cell, backbone, **self.model_fields())
+
+    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
+        """The model's positional inputs for a batch (`model.apply(params, *args, train=...)`)."""
+        return (batch["inputs"],)
 
     def init_params(self, model: nn.Module, key: PRNGKey) -> Params:
         """Fresh parameters, shaped by one example of training batch 0.
@@ -172,29 +216,35 @@ class Task(abc.ABC):
         carry = self.zero_carry(model, 1)
         return model.init(key, *self.model_args(batch, carry))["params"]
 
-    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
-        """Positional arguments of `model.init` for a batch (used by `init_params`)."""
-        return (batch["inputs"],)
-
-    def loss(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[Array, tuple[Sums, Carry]]:
-        """`(loss, (sums, carry))`, the shape `jax.value_and_grad(..., has_aux=True)` needs."""
-        sums, loss, carry = self.apply(model, params, batch, carry, key)
-        return loss, (sums, carry)
-
     def zero_carry(self, model: nn.Module, batch_size: int) -> Carry:
         """The carry at the start of a stream (None for stateless tasks)."""
         return None
 
-    def resets_carry(self, step: int) -> bool:
-        """Whether training step `step` starts from a zero carry (stateful tasks)."""
-        return False
+    # ------------------------------------------------------------------ objective
 
-    def tokens(self, batch: Batch) -> int:
-        """Input time steps in a batch (`b * t`), for `perf/tokens_per_s`."""
-        inputs = batch["inputs"]
-        return int(inputs.shape[0] * inputs.shape[1])
+    @abc.abstractmethod
+    def objective(self, outputs: Any, batch: Batch) -> tuple[Sums, Array]:
+        """`(metric sums, scalar training loss)` from the model's outputs on `batch`."""
+
+    def loss(
+        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
+    ) -> tuple[Array, tuple[Sums, Carry]]:
+        """`(loss, (sums, carry))`, the shape `jax.value_and_grad(..., has_aux=True)` needs.
+
+        `key` is the dropout key during training and None during evaluation; the returned
+        carry is the model's new one (stateful tasks) or None.
+        """
+        outputs = model.apply(
+            {"params": params},
+            *self.model_args(batch, carry),
+            train=key is not None,
+            rngs=dropout_rngs(key),
+        )
+        carry = None
+        if self.stateful:
+            outputs, carry = outputs
+        sums, loss = self.objective(outputs, batch)
+        return loss, (sums, carry)
 
     def summarize(self, split: str, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
         """Weighted means as `split/metric`, plus the task's derived metrics."""
@@ -210,16 +260,57 @@ class Task(abc.ABC):
         """Reference numbers logged with the results (e.g. the adding problem's 1/6)."""
         return {}
 
-    def save_assets(self, run_dir: Path) -> None:
-        """Writes what is needed to use a checkpoint later (e.g. `vocab.json`); none by default."""
-        return None
 
-    def sample_text(
-        self, model: nn.Module, params: Params, key: PRNGKey, num_tokens: int
-    ) -> str | None:
-        """A generated text sample for TensorBoard (language models), else None."""
-        return None
+RUN_ARGUMENTS = {"seed": "seed", "batch_size": "trainer.batch_size"}
+"""Constructor arguments the run gives every task, and the config keys that set them."""
 
-    def describe(self) -> dict[str, Any]:
-        """Facts about the data for the run log (sizes, vocabulary)."""
-        return {}
+
+def config_keys(cls: type[Task]) -> list[str]:
+    """The keys a task config of `cls` may set: its constructor's keyword arguments, and those
+    of the parent constructors its `**kwargs` forwards to, less the `RUN_ARGUMENTS`."""
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for param in params:
+            named = param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+            if named and param.name not in ("self", *RUN_ARGUMENTS, *keys):
+                keys.append(param.name)
+        if not any(param.kind is param.VAR_KEYWORD for param in params):
+            break
+    return keys
+
+
+def check_config_keys(target: str | None, keys: Iterable[str]) -> None:
+    """Checks the keys of a task config (`conf/task/*.yaml` with its overrides) against the
+    constructor of its `_target_` (see `config_keys`); Hydra's own keys (`_target_`, ...) pass.
+    A target that is not an importable `Task` subclass is left for Hydra to report.
+
+    Raises:
+        ConfigError: naming the first unknown key (`task.<key>`), the allowed keys and the fix.
+    """
+    module, _, name = (target or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        return
+    allowed = config_keys(cls)
+    for key in keys:
+        if key.startswith("_") and key.endswith("_"):
+            continue
+        if key in RUN_ARGUMENTS:
+            raise ConfigError(
+                f"task.{key} cannot be set in a task config: the run gives it; remove "
+                f"task.{key} and set {RUN_ARGUMENTS[key]} instead"
+            )
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean task.{close[0]}?" if close else ""
+            raise ConfigError(
+                f"task.{key} is not a setting of task {cls.name} ({cls.__name__}); allowed keys: "
+                f"{', '.join(allowed)}.{hint} Remove or rename it where it is set (conf/task/"
+                f"*.yaml, an experiment YAML or a +task.{key}= override)"
+            )

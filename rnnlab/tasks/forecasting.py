@@ -15,20 +15,18 @@ all `horizon` steps at once. Loss: MSE.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells.base import Cell
 from rnnlab.checks import check_bool, check_choice, check_int, check_path
 from rnnlab.data import batching, timeseries
 from rnnlab.errors import ConfigError
 from rnnlab.models import Seq2Seq
-from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, regression_sums
-from rnnlab.typing import Array, Carry, Params, PRNGKey
+from rnnlab.tasks.base import Batch, Sums, Task, regression_sums
+from rnnlab.typing import Array, Carry
 
 
 class ETTTask(Task):
@@ -75,6 +73,7 @@ class ETTTask(Task):
     """
 
     name = "ett"
+    model_class = Seq2Seq
     monitor = "valid/mse"
 
     def __init__(
@@ -173,8 +172,8 @@ class ETTTask(Task):
     def steps_per_epoch(self) -> int:
         return batching.batches_per_epoch(self._num_windows("train"), self.batch_size)
 
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return make_model(Seq2Seq, cell, backbone, output_size=self.data.num_targets)
+    def model_fields(self) -> dict[str, Any]:
+        return {"output_size": self.data.num_targets}
 
     def _batch(self, split: str, starts: np.ndarray) -> Batch:
         return timeseries.forecast_batch(
@@ -202,21 +201,10 @@ class ETTTask(Task):
     def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
         return (batch["inputs"], None, self._decoder_inputs(batch["inputs"]))
 
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
-        outputs = model.apply(
-            {"params": params},
-            batch["inputs"],
-            None,
-            self._decoder_inputs(batch["inputs"]),
-            train=key is not None,
-            rngs=dropout_rngs(key),
-        )
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
         if self.residual:
             outputs = outputs + self._last_value(batch["inputs"])
-        sums, loss = regression_sums(outputs, batch["targets"])
-        return sums, loss, None
+        return regression_sums(outputs, batch["targets"])
 
     def _last_value(self, inputs: Array) -> Array:
         """The last observed value of the target column(s), `[b, 1, n_targets]`."""

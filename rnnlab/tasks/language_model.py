@@ -14,6 +14,10 @@ full left context up to the row start.
 Metrics: `loss` is the mean negative log-likelihood in nats per token, `perplexity = exp(loss)`
 (the word-level figure of Mikolov et al.), and at character level `bpc = loss / ln 2` (bits per
 character); `accuracy` is next-token top-1 accuracy.
+
+Language models alone have a vocabulary to save and text to generate: the trainer calls
+`save_vocab` (the run's `vocab.json`, which `rnnlab-sample` reads) and `sample_text` (the text
+sample logged at each evaluation) for a `LanguageModelTask`; other tasks know nothing of them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from rnnlab.checks import check_bool, check_float, check_int, check_path
 from rnnlab.data import text
 from rnnlab.errors import ConfigError
 from rnnlab.models import LanguageModel, generate
-from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
+from rnnlab.tasks.base import Batch, Sums, Task, make_model, weighted_cross_entropy
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 VOCAB_FILE = "vocab.json"
@@ -128,6 +132,7 @@ class LanguageModelTask(Task):
             >= 0 (0 is greedy), top-k in [0, vocabulary size] (0 keeps all).
     """
 
+    model_class = LanguageModel
     monitor = "valid/loss"
     stateful = True
     separator = ""
@@ -245,10 +250,12 @@ class LanguageModelTask(Task):
             )
         return windows
 
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return build_language_model(
-            cell, backbone, len(self.vocab), self.tie_weights, self.init_scale
-        )
+    def model_fields(self) -> dict[str, Any]:
+        return {
+            "vocab_size": len(self.vocab),
+            "tie_weights": self.tie_weights,
+            "init_scale": self.init_scale,
+        }
 
     def train_batch(self, step: int) -> Batch:
         _, window = text.lm_epoch_and_window(step, self.steps_per_epoch)
@@ -273,20 +280,11 @@ class LanguageModelTask(Task):
     def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
         return (batch["inputs"], carry)
 
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
-        logits, carry = model.apply(
-            {"params": params},
-            batch["inputs"],
-            carry,
-            train=key is not None,
-            rngs=dropout_rngs(key),
-        )
-        sums, loss = weighted_cross_entropy(logits, batch["targets"])
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
+        sums, loss = weighted_cross_entropy(outputs, batch["targets"])
         if self.sum_loss_over_time:
             loss = loss * batch["targets"].shape[1]
-        return sums, loss, carry
+        return sums, loss
 
     def derived(self, means: Mapping[str, float]) -> dict[str, float]:
         loss = means["loss"]
@@ -297,33 +295,6 @@ class LanguageModelTask(Task):
 
     def baselines(self) -> dict[str, float]:
         return {"baseline/loss": math.log(len(self.vocab))}
-
-    def save_assets(self, run_dir: Path) -> None:
-        self.vocab.save(Path(run_dir) / VOCAB_FILE)
-
-    def sample_text(
-        self, model: nn.Module, params: Params, key: PRNGKey, num_tokens: int
-    ) -> str | None:
-        """`prompt`, a marker line, then `num_tokens` sampled tokens."""
-        if num_tokens <= 0:
-            return None
-        if self.sample_prompt is None:
-            tokens = self.vocab.decode(self.corpus["valid"][: self.bptt])
-        else:
-            tokens = self.sample_prompt.split() if self.separator else list(self.sample_prompt)
-        prompt = self.separator.join(tokens)
-        text = sample(
-            model,
-            params,
-            self.vocab,
-            prompt,
-            num_tokens,
-            key,
-            self.sample_temperature,
-            self.sample_top_k,
-            separator=self.separator,
-        )[0]
-        return f"{prompt}\n[... sampled ...]\n{text[len(prompt) :].lstrip(' ')}"
 
     def describe(self) -> dict[str, Any]:
         sizes = {f"{k}_tokens": int(len(v)) for k, v in self.corpus.items() if k != "vocab"}
@@ -374,3 +345,34 @@ class WordLMTask(LanguageModelTask):
 
     def load(self) -> dict[str, Any]:
         return text.load_word_corpus(self.path, config_key="task.path")
+
+
+def save_vocab(task: LanguageModelTask, run_dir: str | Path) -> None:
+    """Writes the task's vocabulary to `run_dir/vocab.json` (what `rnnlab-sample` reads)."""
+    task.vocab.save(Path(run_dir) / VOCAB_FILE)
+
+
+def sample_text(
+    task: LanguageModelTask, model: nn.Module, params: Params, key: PRNGKey, num_tokens: int
+) -> str:
+    """A text sample for TensorBoard: the prompt, a marker line, then `num_tokens` sampled
+    tokens, with the task's sample settings (`task.sample_prompt`, `task.sample_temperature`,
+    `task.sample_top_k`; by default the prompt is the first `bptt` tokens of the validation
+    text)."""
+    if task.sample_prompt is None:
+        tokens = task.vocab.decode(task.corpus["valid"][: task.bptt])
+    else:
+        tokens = task.sample_prompt.split() if task.separator else list(task.sample_prompt)
+    prompt = task.separator.join(tokens)
+    text = sample(
+        model,
+        params,
+        task.vocab,
+        prompt,
+        num_tokens,
+        key,
+        task.sample_temperature,
+        task.sample_top_k,
+        separator=task.separator,
+    )[0]
+    return f"{prompt}\n[... sampled ...]\n{text[len(prompt) :].lstrip(' ')}"

@@ -13,20 +13,18 @@ their lengths (padding changes nothing). Loss: cross-entropy; metric: accuracy.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import flax.linen as nn
 import numpy as np
 
 from rnnlab.attention import POOLING_KINDS
-from rnnlab.cells.base import Cell
 from rnnlab.checks import check_choice, check_float, check_int, check_path
 from rnnlab.data import batching, sentiment
 from rnnlab.errors import ConfigError
 from rnnlab.models import SequenceClassifier
-from rnnlab.tasks.base import Batch, Task, dropout_rngs, make_model, weighted_cross_entropy
-from rnnlab.typing import Array, Carry, Params, PRNGKey
+from rnnlab.tasks.base import Batch, Sums, Task, weighted_cross_entropy
+from rnnlab.typing import Array, Carry
 
 
 class SentimentTask(Task):
@@ -55,6 +53,7 @@ class SentimentTask(Task):
     """
 
     name = "sentiment"
+    model_class = SequenceClassifier
     monitor = "valid/accuracy"
     monitor_mode = "max"
 
@@ -126,15 +125,8 @@ class SentimentTask(Task):
     def steps_per_epoch(self) -> int:
         return batching.batches_per_epoch(len(self.data["train"][2]), self.batch_size)
 
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return make_model(
-            SequenceClassifier,
-            cell,
-            backbone,
-            num_outputs=2,
-            vocab_size=len(self.data["vocab"]),
-            pooling=self.pooling,
-        )
+    def model_fields(self) -> dict[str, Any]:
+        return {"num_outputs": 2, "vocab_size": len(self.data["vocab"]), "pooling": self.pooling}
 
     def _gather(self, split: str, idx: np.ndarray) -> Batch:
         ids, lengths, labels = self.data[split]
@@ -153,18 +145,8 @@ class SentimentTask(Task):
     def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
         return (batch["inputs"], batch["lengths"])
 
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
-        logits = model.apply(
-            {"params": params},
-            batch["inputs"],
-            batch["lengths"],
-            train=key is not None,
-            rngs=dropout_rngs(key),
-        )
-        sums, loss = weighted_cross_entropy(logits, batch["labels"])
-        return sums, loss, None
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
+        return weighted_cross_entropy(outputs, batch["labels"])
 
     def tokens(self, batch: Batch) -> int:
         return int(np.sum(batch["lengths"]))

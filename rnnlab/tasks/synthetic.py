@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from typing import Any
 
-import flax.linen as nn
-
-from rnnlab.cells.base import Cell
 from rnnlab.checks import check_int
 from rnnlab.data import synthetic
 from rnnlab.models import SequenceClassifier, SequenceTagger
-from rnnlab.tasks.base import (
-    Batch,
-    Task,
-    dropout_rngs,
-    make_model,
-    regression_sums,
-    weighted_cross_entropy,
-)
-from rnnlab.typing import Array, Carry, Params, PRNGKey
+from rnnlab.tasks.base import Batch, Sums, Task, regression_sums, weighted_cross_entropy
+from rnnlab.typing import Array
 
 
 class AddingTask(Task):
@@ -52,6 +41,7 @@ class AddingTask(Task):
     """
 
     name = "adding"
+    model_class = SequenceClassifier
     monitor = "valid/mse"
 
     def __init__(
@@ -67,8 +57,8 @@ class AddingTask(Task):
         self.num_eval_batches = check_int("task.eval_batches", eval_batches, 1)
         self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
 
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return make_model(SequenceClassifier, cell, backbone, num_outputs=1)
+    def model_fields(self) -> dict[str, Any]:
+        return {"num_outputs": 1}
 
     def train_batch(self, step: int) -> Batch:
         return synthetic.adding_batch(self.seed, step, self.batch_size, self.length)
@@ -86,15 +76,10 @@ class AddingTask(Task):
     def eval_batches(self, split: str) -> list[Batch]:
         return self._eval
 
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
-        outputs = model.apply(
-            {"params": params}, batch["inputs"], train=key is not None, rngs=dropout_rngs(key)
-        )
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
         sums, loss = regression_sums(outputs, batch["targets"])
         del sums["mae"]
-        return sums, loss, None
+        return sums, loss
 
     def baselines(self) -> dict[str, float]:
         return {"baseline/mse": synthetic.ADDING_BASELINE_MSE}
@@ -122,6 +107,7 @@ class CopyTask(Task):
     """
 
     name = "copy"
+    model_class = SequenceTagger
 
     def __init__(
         self,
@@ -144,10 +130,8 @@ class CopyTask(Task):
     def vocab_size(self) -> int:
         return synthetic.copy_vocab_size(self.num_symbols)
 
-    def build_model(self, cell: Cell, backbone: Mapping[str, Any]) -> nn.Module:
-        return make_model(
-            SequenceTagger, cell, backbone, num_outputs=self.vocab_size, vocab_size=self.vocab_size
-        )
+    def model_fields(self) -> dict[str, Any]:
+        return {"num_outputs": self.vocab_size, "vocab_size": self.vocab_size}
 
     def _batch(self, step: int, batch_size: int, **kwargs: Any) -> Batch:
         return synthetic.copy_batch(
@@ -167,14 +151,8 @@ class CopyTask(Task):
     def eval_batches(self, split: str) -> list[Batch]:
         return self._eval
 
-    def apply(
-        self, model: nn.Module, params: Params, batch: Batch, carry: Carry, key: PRNGKey | None
-    ) -> tuple[dict[str, tuple[Array, Array]], Array, Carry]:
-        logits = model.apply(
-            {"params": params}, batch["inputs"], train=key is not None, rngs=dropout_rngs(key)
-        )
-        sums, loss = weighted_cross_entropy(logits, batch["targets"], batch["weights"])
-        return sums, loss, None
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
+        return weighted_cross_entropy(outputs, batch["targets"], batch["weights"])
 
     def baselines(self) -> dict[str, float]:
         return {"baseline/cross_entropy": math.log(self.num_symbols)}
