@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from rnnlab.checks import in_range, range_text
 from rnnlab.errors import UserError
 
 
@@ -28,16 +29,22 @@ def directory(text: str) -> Path:
     return path
 
 
+def directory_text(text: str) -> str:
+    """An existing directory, kept as typed (where the text is shown or substituted as given)."""
+    directory(text)
+    return text
+
+
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     """An integer in `[low, high]` (no upper bound where `high` is None)."""
-    wanted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    wanted = f"an integer {range_text(low)}" if high is None else f"an integer from {low} to {high}"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
+        if not in_range(value, low, high):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
         return value
 
@@ -47,14 +54,15 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def float_at_least(low: float) -> Callable[[str], float]:
     """A finite number >= `low`."""
+    wanted = range_text(low, spec="g")
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got {text!r}") from None
-        if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a number {wanted}, got {text!r}") from None
+        if not math.isfinite(value) or not in_range(value, low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {wanted}, got {text}")
         return value
 
     parse.__name__ = "float"

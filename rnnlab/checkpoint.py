@@ -338,20 +338,25 @@ class Checkpointer:
         """Steps of every kept checkpoint, ascending."""
         return sorted(self.manager.all_steps())
 
-    def best_step(self) -> int | None:
-        """The kept step with the best ranking metric, or None when none has metrics."""
-        if self.config.best_metric is None:
+    def best_step(self, metric: str | None = None, mode: str | None = None) -> int | None:
+        """The kept step with the best ranking metric (the config's, or `metric` and `mode`, e.g.
+        what a saved run ranked by), or None when none has metrics."""
+        metric = self.config.best_metric if metric is None else metric
+        mode = self.config.best_mode if mode is None else mode
+        if metric is None:
             return None
-        ranked = [(s, v) for s in self.all_steps() if (v := self.ranking_metric(s)) is not None]
+        values = [(s, self.ranking_metric(s, metric)) for s in self.all_steps()]
+        ranked = [(s, v) for s, v in values if v is not None]
         if not ranked:
             return None
-        pick = min if self.config.best_mode == "min" else max
+        pick = min if mode == "min" else max
         return pick(ranked, key=lambda item: item[1])[0]
 
-    def ranking_metric(self, step: int) -> float | None:
-        """The ranking metric `step` was saved with, or None."""
-        metrics = _finite_metrics(self.manager.metrics(step), self.config.best_metric)
-        return None if metrics is None else metrics[self.config.best_metric]
+    def ranking_metric(self, step: int, metric: str | None = None) -> float | None:
+        """The ranking metric (the config's, or `metric`) `step` was saved with, or None."""
+        metric = self.config.best_metric if metric is None else metric
+        metrics = _finite_metrics(self.manager.metrics(step), metric)
+        return None if metrics is None else metrics[metric]
 
     def save(
         self,
@@ -592,10 +597,7 @@ def _kept_best(checkpointer: Checkpointer, meta: Mapping[str, Any]) -> int | Non
     ranking = meta.get("ranking")
     if not ranking:
         return meta.get("best_step")
-    checkpointer.config = dataclasses.replace(
-        checkpointer.config, best_metric=ranking["metric"], best_mode=ranking["mode"]
-    )
-    return checkpointer.best_step()
+    return checkpointer.best_step(ranking["metric"], ranking["mode"])
 
 
 def _readable_meta(checkpointer: Checkpointer, step: int) -> dict[str, Any]:

@@ -17,6 +17,38 @@ from typing import Any
 from rnnlab.errors import ConfigError
 
 
+def in_range(
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> bool:
+    """Whether `value` lies within the bounds (None: unbounded; open: the bound excluded)."""
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    return not (below or above)
+
+
+def range_text(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    spec: str = "",
+) -> str:
+    """The bounds as every range message says them: `>= 1`, `< 1`, `in [0, 1)` (`spec`: the
+    numbers' format spec, e.g. "g"); at least one bound is given."""
+    if low is not None and high is not None:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        return f"in {left}{low:{spec}}, {high:{spec}}{right}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:{spec}}"
+    return f"{'<' if high_open else '<='} {high:{spec}}"
+
+
 def check_path(key: str, value: Any) -> Path:
     """`value` as an absolute `Path`; `ConfigError` if it is not a path (e.g. null)."""
     if not isinstance(value, str | os.PathLike) or not str(value).strip():
@@ -48,12 +80,8 @@ def check_int(
         allowed = "an integer or null" if optional else "an integer"
         raise ConfigError(f"{key} must be {allowed}, got {value!r}{why}")
     value = int(value)
-    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise ConfigError(f"{key} must be in [{minimum}, {maximum}], got {value}{why}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}{why}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{key} must be <= {maximum}, got {value}{why}")
+    if not in_range(value, minimum, maximum):
+        raise ConfigError(f"{key} must be {range_text(minimum, maximum)}, got {value}{why}")
     return value
 
 
@@ -82,17 +110,12 @@ def check_float(
         allowed = "a number or null" if optional else "a number"
         raise ConfigError(f"{key} must be {allowed}, got {value!r}")
     value = float(value)
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or below or above:
-        if low is not None and high is not None:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise ConfigError(f"{key} must be in {interval}, got {value:g}")
-        if low is not None:
-            raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
-        if high is not None:
-            raise ConfigError(f"{key} must be {'<' if high_open else '<='} {high:g}, got {value:g}")
-        raise ConfigError(f"{key} must be a finite number, got {value:g}")
+    bounds = {"low_open": low_open, "high_open": high_open}
+    if not math.isfinite(value) or not in_range(value, low, high, **bounds):
+        if low is None and high is None:
+            raise ConfigError(f"{key} must be a finite number, got {value:g}")
+        allowed = range_text(low, high, **bounds, spec="g")
+        raise ConfigError(f"{key} must be {allowed}, got {value:g}")
     return value
 
 
