@@ -379,7 +379,6 @@ def multi_head_self_attention(
     qkv = _linear(params["w_qkv"], params["b_qkv"], xs)  # [b, t, 3m]
     qkv = qkv.reshape(batch_shape + (time, 3, num_heads, head_size))
     q, k, v = (qkv[..., i, :, :] for i in range(3))  # each [b, t, n, e]
-    scores = jnp.einsum("...qne,...sne->...nqs", q, k) / math.sqrt(head_size)
 
     mask = jnp.ones((1,) * rank + (1, time, time), bool)
     if causal:
@@ -387,9 +386,17 @@ def multi_head_self_attention(
     if lengths is not None:
         valid = lengths_to_mask(lengths, time)  # [b, t]
         mask = mask & valid[..., None, None, :] & valid[..., None, :, None]
+    # The library op takes one batch axis: flatten any number of them (none under vmap).
+    flat = [x.reshape((-1, time, num_heads, head_size)) for x in (q, k, v)]
+    flat_mask = mask.reshape((-1, 1, time, time))
+    heads = jax.nn.dot_product_attention(*flat, mask=flat_mask).reshape(q.shape)
+    # `dot_product_attention` does not return its weights, which are part of this function's
+    # result (models sow them for `rnnlab.diagnostics`): the same softmax once more, explicitly.
+    # It is dead code that XLA removes wherever a caller ignores the weights (training).
+    # `masked_softmax` gives a fully masked (padded) query row zero weights; the library op
+    # averages it uniformly, but those rows' outputs are zeroed below either way.
+    scores = jnp.einsum("...qne,...sne->...nqs", q, k) / math.sqrt(head_size)
     weights = masked_softmax(scores, mask)  # [b, n, t, t]
-
-    heads = jnp.einsum("...nqs,...sne->...qne", weights, v)
     outputs = _linear(params["w_o"], params["b_o"], heads.reshape(batch_shape + (time, -1)))
     if lengths is not None:
         outputs = jnp.where(valid[..., None], outputs, 0.0)
