@@ -4,42 +4,14 @@
     rnnlab-aggregate sweep_a sweep_b --out paper/ --metrics valid/mse,test/accuracy
     rnnlab-aggregate sweep --group-by model --x-key task.length --curve-metric valid/loss
 
-What is read. Every directory below the given ones that holds `.hydra/config.yaml`,
-`results.json` or `metrics.jsonl` is a run (the search does not descend into a run). Of a run:
-`.hydra/resolved.yaml` (the values used), `.hydra/config.yaml` (where no resolved copy exists),
-`.hydra/overrides.yaml` (the command line, swept keys included), the group choices in
-`.hydra/hydra.yaml`, `results.json` (status, final and best metrics, parameter count, timings),
-`metrics.jsonl` (learning curves) and, if present, `provenance.json` (wall time). Never
-TensorBoard event files: `metrics.jsonl` holds the same scalars as plain JSON lines. Run files are
-read through `rnnlab.rundir`: a torn last line of `metrics.jsonl` or a damaged JSON file is
-skipped with a warning naming it, and the run is still reported.
-
-Grouping. The swept keys are the command-line override keys and the config-group choices (model,
-task, optim, ...) whose values differ across the runs given; the seed and the keys that say
-where or how verbosely (`rnnlab.writers.NOT_HPARAMS`) are never swept keys. Runs with equal
-values of the swept keys (or of `--group-by`) form a variant; its runs are its seeds.
-
-Statistics. Over the completed runs of a variant: mean ± sample standard deviation (ddof=1, the
-unbiased estimate of the spread between seeds; with n = 1 it is undefined and shown as "± –"),
-and n. "final" is a metric at the last evaluation (`results.json` `final`); "best" is the metric
-at the checkpoint selected by the monitored metric (`best_checkpoint_metrics`; for the monitored
-metric itself, its best value `best.value`): the model-selection number a paper reports, which
-for a test metric is its only value.
-
-Failed (`status` failed or diverged) and incomplete runs (no readable `results.json`: interrupted,
-still running, or the file is damaged) count in no statistic but are listed in the Markdown
-("Failed / incomplete runs"), in the CSV (`status`) and in the table's n column; they are never
-dropped silently.
-
-Written to `--out` (default `<first directory>/aggregate/`): `summary.md`, `summary.tex`
-(booktabs), `runs.csv` (one row per run, for pandas), `curve_<metric>.png/.pdf` (mean over seeds
-against step, with a ±1 std or min–max band) and `vs_<key>_<metric>.png/.pdf` (mean ± std against
-a swept hyperparameter, one line per other variant). The runs are one pandas DataFrame (written
-as `runs.csv`); the table is its `groupby(variant).agg`, rendered by `to_markdown`/`to_latex`.
-
-Mistakes in the arguments — a directory that is missing or holds no run, a metric or key no run
-has, an unwritable `--out` — are one line on stderr and exit status 2, before anything is written
-(`--debug` or `RNNLAB_DEBUG=1` adds the traceback).
+Runs are read through `rnnlab.rundir` (a damaged file is skipped with a warning, the run still
+reported; never TensorBoard event files). Runs with equal values of the swept keys (or of
+`--group-by`) form a variant; its runs are its seeds. The runs are one DataFrame (`runs.csv`);
+the table is its `groupby(variant).agg` over completed runs, rendered as Markdown and `to_latex`
+(`NOTES` says how to read a cell). Failed and incomplete runs count in no statistic but are
+listed, never dropped silently. Mistakes in the arguments are one line on stderr and exit status
+2 before anything is written (`--debug` or `RNNLAB_DEBUG=1` adds the traceback). README
+"Aggregating a sweep" describes the outputs.
 """
 
 from __future__ import annotations
@@ -56,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
-from tabulate import DataRow, TableFormat
 
 from rnnlab import argcheck, rundir
 from rnnlab.errors import ConfigError, report_user_errors
@@ -85,6 +56,7 @@ NOTES = (
     "provenance.json; else compile + train + eval seconds)."
 )
 """How to read the table's cells (`{}`: the monitored metric and its mode)."""
+Names = Sequence[str] | None  # an option's names; None: its default
 
 
 def _is_number(value: Any) -> bool:
@@ -97,15 +69,13 @@ def canonical(value: Any) -> str:
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """The candidate keys — config groups (model, task, ... in that order), then the other
-    override keys in command-line order (or the hparams of runs without saved Hydra configs),
-    never the seed or `NOT_HPARAMS` — whose known values differ across `runs` (unknown values are
-    ignored, so a bare failed-run directory does not make every key look swept)."""
+    """The config groups (in `GROUPS` order), then the other override keys or hparams, whose known
+    values differ across `runs` (unknown values are ignored, so a bare failed-run directory does
+    not make every key look swept)."""
     seen = dict.fromkeys(key for run in runs for key in run.keys)
     keys = [*(g for g in GROUPS if g in seen), *(k for k in seen if k not in GROUPS)]
     keys = [k for k in keys if k != "seed" and k not in NOT_HPARAMS and not k.startswith("hydra")]
-    known = {k: {canonical(r.value(k)) for r in runs if r.value(k) is not None} for k in keys}
-    return [k for k in keys if len(known[k]) > 1]
+    return [k for k in keys if len({canonical(r.value(k)) for r in runs} - {canonical(None)}) > 1]
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -125,14 +95,15 @@ class Variant:
 
 def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Variant]:
     """`runs` by their values of `keys`, sorted by those values, each variant's runs by seed."""
-    ids = [canonical([r.value(k) for k in keys]) for r in runs]
-    groups = pd.DataFrame({"run": list(runs), "id": ids}, dtype=object).groupby("id", sort=False)
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(canonical([run.value(k) for k in keys]), []).append(run)
     variants = [
         Variant(
-            tuple(group["run"].iloc[0].value(k) for k in keys),
-            tuple(sorted(group["run"], key=lambda r: (_sort_key(r.seed), str(r.path)))),
+            tuple(g[0].value(k) for k in keys),
+            tuple(sorted(g, key=lambda r: (_sort_key(r.seed), str(r.path)))),
         )
-        for _, group in groups
+        for g in groups.values()
     ]
     return sorted(variants, key=lambda v: [_sort_key(x) for x in v.values])
 
@@ -147,8 +118,7 @@ def monitored(runs: Sequence[Run]) -> tuple[str | None, str | None]:
 
 
 def metric_value(run: Run, metric: str, kind: str) -> float | None:
-    """`metric` of a run: kind "final" (last evaluation) or "best" (at the selected checkpoint;
-    the monitored metric's own best value). None if the run does not have it."""
+    """`metric` of a run, of kind "final" or "best" (see the module docstring); None if absent."""
     best = run.results.get("best") or {}
     if kind == "final":
         value = (run.results.get("final") or {}).get(metric)
@@ -160,8 +130,7 @@ def metric_value(run: Run, metric: str, kind: str) -> float | None:
 
 
 def available_metrics(runs: Sequence[Run]) -> list[str]:
-    """The monitored metric first, then every `final` metric, then the other best-checkpoint
-    metrics (test splits), over the completed runs."""
+    """The monitored metric, every `final` metric, then the other best-checkpoint metrics."""
     names = dict.fromkeys([m] if (m := monitored(runs)[0]) else [])
     for section in ("final", "best_checkpoint_metrics"):
         for run in (r for r in runs if r.completed):
@@ -170,8 +139,7 @@ def available_metrics(runs: Sequence[Run]) -> list[str]:
 
 
 def wall_seconds(run: Run) -> float | None:
-    """`results.json` perf.wall_s, else `provenance.json` wall_s_total, else compile + train +
-    eval seconds of perf (older runs: device time without data loading and checkpoints)."""
+    """perf.wall_s, provenance.json's wall time, or (older runs) compile + train + eval seconds."""
     perf = run.results.get("perf") or {}
     for value in [perf.get("wall_s"), *(run.provenance.get(k) for k in WALL_KEYS)]:
         if _is_number(value):
@@ -190,8 +158,7 @@ def _error_text(run: Run) -> str:
 
 
 def runs_frame(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per run, the columns of `runs.csv`: directory, status, key values, seed, size,
-    steps, seconds, `final/<metric>` and `best/<metric>` (as in `metrics.jsonl`), error."""
+    """One row per run: the columns of `runs.csv`."""
     rows = []
     for run in runs:
         results, perf = run.results, run.results.get("perf") or {}
@@ -205,8 +172,7 @@ def runs_frame(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str])
 
 @dataclass(frozen=True)
 class Stat:
-    """A metric's cell: mean and sample std (ddof=1; None for n = 1) over its `n` completed runs,
-    of the variant's `of` (the cell shows its n where they differ)."""
+    """A metric's cell: mean and sample std (None for n = 1) of `n` of the variant's `of` runs."""
 
     mean: float
     std: float | None
@@ -225,14 +191,10 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """The summary: `frame` has one row per variant, a cell (str, `Stat` or None) per column."""
+    """The summary: one row per variant, a cell (str, `Stat` or None) per column."""
 
     columns: list[Column]
-    frame: pd.DataFrame
-
-    @property
-    def rows(self) -> list[list[str | Stat | None]]:
-        return self.frame.to_numpy().tolist()
+    rows: list[list[str | Stat | None]]
 
 
 def format_value(value: Any) -> str:
@@ -240,12 +202,6 @@ def format_value(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return DASH if value is None else str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def format_number(x: float, digits: int = 4) -> str:
-    """`x` to `digits` significant digits, trailing zeros kept (0.20 is not 0.2)."""
-    text = f"{x:#.{digits}g}"
-    return text[:-1] if text.endswith(".") else text.replace(".e", "e")
 
 
 def latex_escape(text: str) -> str:
@@ -261,25 +217,26 @@ def _params(values: pd.Series) -> str | None:
 
 
 def build_table(
-    frame: pd.DataFrame, variants: list[Variant], keys: list[str], modes: dict
+    frame: pd.DataFrame, variants: list[Variant], keys: list[str], metrics: list[str], modes: dict
 ) -> Table:
-    """One row per variant (`frame`: `runs_frame` and each run's `variant` index): its key values,
-    n ("2 (+1 failed)"), parameters, mean seconds, then the `Stat` of each metric's final and best
-    value (`modes`: metric -> "min"/"max") over its completed runs; metric columns empty in every
-    row are left out."""
+    """One row per variant (`frame`: `runs_frame`), a column per metric and kind; `modes`: metric
+    -> "min"/"max". Metric columns empty in every row are left out."""
+    variant_of = {str(r.path): i for i, v in enumerate(variants) for r in v.runs}
+    frame = frame.assign(variant=frame["run_dir"].map(variant_of))
     done, ids = frame[frame["status"] == COMPLETED], range(len(variants))
     status = pd.crosstab(frame["variant"], frame["status"])
     n_done = status.pop(COMPLETED) if COMPLETED in status else pd.Series(0, status.index)
     others = [", ".join(f"+{k} {s}" for s, k in row.items() if k) for _, row in status.iterrows()]
-    metrics = [c for c in frame.columns if c.split("/")[0] in KINDS]
+    metrics = [f"{kind}/{m}" for m in metrics for kind in KINDS]
     stats = done[["time_s", *metrics]].astype(float).groupby(done["variant"])
     stats = stats.agg(["mean", "std", "count"]).reindex(ids)
+    params = done.groupby("variant")["num_params"].agg(_params)
     columns = [Column(k, numeric=False) for k in keys] or [Column("variant", numeric=False)]
     columns += [Column("n"), Column("params"), Column("time [s]")]
     data = [[format_value(v.values[i]) for v in variants] for i in range(len(keys))]
     data = (data or [["all runs"] * len(variants)]) + [
         [f"{n} ({extra})" if extra else f"{n}" for n, extra in zip(n_done, others, strict=True)],
-        done.groupby("variant")["num_params"].agg(_params).reindex(ids).tolist(),
+        [params.get(i) for i in ids],
         [None if pd.isna(t) else f"{t:.3g}" for t in stats[("time_s", "mean")]],
     ]
     for column in metrics:
@@ -293,20 +250,20 @@ def build_table(
                     for m, s, n, of in zip(mean, std, count, n_done, strict=True)
                 ]
             )
-    cells = pd.DataFrame(dict(enumerate(data)), dtype=object)
-    cells = cells.where(cells.notna(), None).set_axis([c.title for c in columns], axis=1)
-    return Table(columns, cells)
+    return Table(columns, [list(row) for row in zip(*data, strict=True)])
 
 
 def _cell(cell: str | Stat | None, latex: bool = False) -> str:
     """A cell's text in Markdown ("|" escaped) or LaTeX (escaped; numbers in math mode, an
-    exponent as `\\times 10^{k}`)."""
+    exponent as `\\times 10^{k}`); a mean to 4 and a std to 2 significant digits, trailing zeros
+    kept (0.20 is not 0.2)."""
     if not isinstance(cell, Stat):
         text = DASH if cell is None else str(cell)
         return latex_escape(text) if latex else text.replace("|", "\\|")
 
     def number(x: float, digits: int = 4) -> str:
-        text = format_number(x, digits)
+        text = f"{x:#.{digits}g}"
+        text = text[:-1] if text.endswith(".") else text.replace(".e", "e")
         mantissa, _, exponent = text.partition("e")
         return f"${mantissa} \\times 10^{{{int(exponent)}}}$" if latex and exponent else text
 
@@ -316,25 +273,19 @@ def _cell(cell: str | Stat | None, latex: bool = False) -> str:
     return f"{number(cell.mean)} {pm} {std}{n}"
 
 
-def _markdown(cells: pd.DataFrame, right: Sequence[bool]) -> str:
-    """`cells` (text) as a GitHub Markdown table, unpadded, a column right-aligned where `right`."""
-    rule = "|" + "|".join("---:" if r else ":---" for r in right) + "|"
-    row = DataRow("|", "|", "|")
-    style = TableFormat(None, lambda *_: rule, None, None, row, row, 1, None)
-    options = {"disable_numparse": True, "stralign": None, "numalign": None}  # cells as given
-    return cells.to_markdown(index=False, tablefmt=style, **options)
-
-
 def render_table(table: Table, latex: bool = False) -> str:
-    """`table` as a GitHub Markdown table, or a booktabs `tabular` (`\\usepackage{booktabs}`)."""
+    """`table` as an unpadded GitHub Markdown table, or a booktabs `tabular`."""
     escape = latex_escape if latex else lambda text: text.replace("|", "\\|")
     arrows = {mode: f" {arrow[latex]}" for mode, arrow in ARROWS.items()}
     titles = [escape(c.title) + arrows.get(c.mode, "") for c in table.columns]
-    cells = table.frame.map(lambda cell: _cell(cell, latex)).set_axis(titles, axis=1)
-    if not latex:
-        return _markdown(cells, [c.numeric for c in table.columns])
-    spec = "".join("r" if c.numeric else "l" for c in table.columns)
-    return cells.to_latex(index=False, escape=False, column_format=spec)
+    cells = [[_cell(cell, latex) for cell in row] for row in table.rows]
+    if latex:
+        spec = "".join("r" if c.numeric else "l" for c in table.columns)
+        frame = pd.DataFrame(cells, columns=titles)
+        return frame.to_latex(index=False, escape=False, column_format=spec)
+    rule = "|" + "|".join("---:" if c.numeric else ":---" for c in table.columns) + "|"
+    lines = ["| " + " | ".join(row) + " |" for row in [titles, *cells]]
+    return "\n".join([lines[0], rule, *lines[1:]])
 
 
 def render_failures(frame: pd.DataFrame, keys: Sequence[str], root: Path) -> str:
@@ -346,13 +297,12 @@ def render_failures(frame: pd.DataFrame, keys: Sequence[str], root: Path) -> str
     cells = failed[["run_dir", "status", *keys, "seed", "error"]].map(format_value)
     paths = map(Path, failed["run_dir"])
     cells["run_dir"] = [f"`{p.relative_to(root) if p.is_relative_to(root) else p}`" for p in paths]
-    cells = cells.map(_cell).set_axis(["run", "status", *keys, "seed", "error"], axis=1)
-    return title + _markdown(cells, [False] * len(cells.columns))
+    columns = [Column(t, numeric=False) for t in ["run", "status", *keys, "seed", "error"]]
+    return title + render_table(Table(columns, cells.to_numpy().tolist()))
 
 
 def read_curve(run: Run, metric: str) -> pd.Series:
-    """`metric` against step in a run's `metrics.jsonl`, by step (a step logged again after a
-    resume keeps its last value; non-numeric values are skipped)."""
+    """`metric` by step in `metrics.jsonl` (a step logged again after a resume: its last value)."""
     events = [e for e in run.events if _is_number(e.get("step")) and _is_number(e.get(metric))]
     return pd.Series({int(e["step"]): float(e[metric]) for e in events}, dtype=float).sort_index()
 
@@ -373,10 +323,10 @@ def variant_label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 def plot_curves(
-    variants: list[Variant], keys: list[str], metric: str, stem: Path, band: str
+    variants: list[Variant], keys: list[str], metric: str, out_dir: Path, band: str
 ) -> list[Path]:
-    """`metric` against step, one mean line per variant with a band over its seeds (±1 sample
-    std, none where one value; or min–max); the files written, none if no run logged it."""
+    """`metric` against step, a mean line per variant with a band over its seeds; the files
+    written to `out_dir` (none if no run logged `metric`)."""
     axes = figure(figsize=(5.5, 3.6), layout="constrained").add_subplot()
     for variant in variants:
         curves = [read_curve(r, metric) for r in variant.runs if r.completed]
@@ -397,15 +347,14 @@ def plot_curves(
     axes.set(xlabel="step", ylabel=metric, title=f"{metric}: mean over seeds, band {spread}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    return save_figure(axes.figure, stem)
+    return save_figure(axes.figure, out_dir / file_stem("curve", metric))
 
 
 def plot_versus(
-    runs: list[Run], keys: list[str], x_key: str, metric: str, stem: Path
+    runs: list[Run], keys: list[str], x_key: str, metric: str, out_dir: Path
 ) -> list[Path]:
-    """`metric` (best, else final) against the hyperparameter `x_key`: mean ± sample std over
-    seeds, one line per combination of the other `keys`. A non-numeric `x_key` is categorical;
-    a positive one spanning >= 100x (or a learning rate) gets a log axis."""
+    """`metric` (best, else final) against `x_key`: mean ± std over seeds, a line per combination
+    of the other `keys`; a positive `x_key` spanning >= 100x (or a learning rate) on a log axis."""
     # Runs without the key (another task in the same sweep) have no place on this axis.
     done = [r for r in runs if r.completed and r.value(x_key) is not None]
     kind = "best" if any(metric_value(r, metric, "best") is not None for r in done) else "final"
@@ -430,16 +379,14 @@ def plot_versus(
         span = max(xs) / min(xs)
         if span >= 100 or ("learning_rate" in x_key and span > 1):
             axes.set_xscale("log")
-    if numeric and len(xs) <= 12:
-        axes.set_xticks(xs, [format_value(v) for v in xs])
+    if not numeric or len(xs) <= 12:
+        axes.set_xticks(list(place.values()), [format_value(v) for v in xs])
         axes.minorticks_off()
-    elif not numeric:
-        axes.set_xticks(range(len(xs)), [format_value(v) for v in xs])
     axes.set(xlabel=x_key, ylabel=f"{metric} ({kind})", title=f"{metric} ({kind}): mean ± std")
     axes.grid(alpha=0.3)
     if others:
         axes.legend(fontsize="small")
-    return save_figure(axes.figure, stem)
+    return save_figure(axes.figure, out_dir / file_stem("vs", x_key, metric))
 
 
 @dataclass
@@ -457,17 +404,10 @@ class Summary:
 
 
 def check_options(
-    runs: list[Run],
-    metrics: Sequence[str] | None,
-    group_by: Sequence[str] | None,
-    curve_metrics: Sequence[str] | None,
-    x_key: str | None,
-    band: str,
-    plots: bool,
+    runs: list[Run], metrics: Names, group_by: Names, curves: Names, x_key: str | None, band: str
 ) -> None:
-    """Checks `aggregate`'s options against the runs before anything is written: ConfigError
-    naming the option, the value and what the runs have instead (a metric no completed run has,
-    a grouping or x key no run has, a curve metric no completed run logged, an unknown band)."""
+    """`aggregate`'s options against the runs (`curves`: `curve_metrics`, None without plots):
+    ConfigError naming the option and the choices."""
     if band not in BANDS:
         raise ConfigError(f"--band {band!r} is not a band; choose from: {', '.join(BANDS)}")
     completed, found = [r for r in runs if r.completed], available_metrics(runs)
@@ -486,9 +426,9 @@ def check_options(
                 "task, ...) or a dotted config key such as task.length (swept here: "
                 f"{', '.join(swept_keys(runs)) or 'none'})"
             )
-    if plots and completed and curve_metrics:
+    if completed and curves:
         logged = logged_metrics(completed)
-        if missing := [name for name in curve_metrics if name not in logged]:
+        if missing := [name for name in curves if name not in logged]:
             raise ConfigError(
                 f"--curve-metric: no completed run logged {missing[0]!r} in {rundir.METRICS_FILE}"
                 f"{argcheck.did_you_mean(missing[0], logged)}; they logged: "
@@ -499,22 +439,18 @@ def check_options(
 def aggregate(
     roots: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
-    metrics: Sequence[str] | None = None,
-    group_by: Sequence[str] | None = None,
-    curve_metrics: Sequence[str] | None = None,
+    metrics: Names = None,
+    group_by: Names = None,
+    curve_metrics: Names = None,
     x_key: str | None = None,
     band: str = "std",
     plots: bool = True,
 ) -> Summary:
-    """Reads the runs under `roots` and writes the tables, CSV and plots to `out` (default
-    `<roots[0]>/aggregate`). The options are the command line's: `metrics` of the table (default:
-    the monitored one, every final metric, the test metrics of the best checkpoint), `group_by`
-    (default: the swept keys), `curve_metrics` (default: the monitored one and train/loss),
-    `x_key` (default: the first grouping key with several numeric values, if any), `band` ("std"
-    or "minmax"); `plots=False` writes the tables and CSV only. Raises RunNotFoundError (a
-    FileNotFoundError) or ConfigError (`check_options`) before anything is written."""
+    """Reads the runs under `roots`; writes the tables, CSV and plots to `out` (default
+    `<roots[0]>/aggregate`). The options and their defaults are the command line's (`--help`).
+    Raises RunNotFoundError or ConfigError (`check_options`) before anything is written."""
     runs = load_runs(roots)
-    check_options(runs, metrics, group_by, curve_metrics, x_key, band, plots)
+    check_options(runs, metrics, group_by, curve_metrics if plots else None, x_key, band)
     out_dir = Path(out) if out is not None else Path(roots[0]) / "aggregate"
     out_dir.mkdir(parents=True, exist_ok=True)
     swept = swept_keys(runs)
@@ -528,11 +464,7 @@ def aggregate(
     monitor, mode = monitored(runs)
     variants, all_keys = group_runs(runs, keys), list(dict.fromkeys([*swept, *keys]))
     frame = runs_frame(runs, all_keys, list(dict.fromkeys([*chosen, *found])))
-    variant_of = {str(r.path): i for i, v in enumerate(variants) for r in v.runs}
-    columns = ["run_dir", "status", "time_s", "num_params"]
-    columns += [f"{kind}/{m}" for m in chosen for kind in KINDS]
-    by_variant = frame[columns].assign(variant=frame["run_dir"].map(variant_of))
-    table = build_table(by_variant, variants, keys, {monitor: mode})
+    table = build_table(frame, variants, keys, chosen, {monitor: mode})
 
     root = Path(os.path.commonpath([Path(r).resolve() for r in roots]))
     grouping = ", ".join(f"`{k}`" for k in keys) or "nothing (one variant)"
@@ -556,7 +488,7 @@ def aggregate(
             has_train = any(not read_curve(r, "train/loss").empty for r in completed)
             curve_metrics = [m for m in (monitor, "train/loss" if has_train else None) if m]
         for name in curve_metrics:
-            written = plot_curves(variants, keys, name, out_dir / file_stem("curve", name), band)
+            written = plot_curves(variants, keys, name, out_dir, band)
             if not written:
                 warnings.append(
                     f"no run logged {name!r} in {rundir.METRICS_FILE}: no curve plotted"
@@ -572,27 +504,17 @@ def aggregate(
             warnings.append(f"--x-key {x_key!r} is in no completed run's config")
         elif x_key is not None:
             for name in chosen:
-                files += plot_versus(
-                    runs, keys, x_key, name, out_dir / file_stem("vs", x_key, name)
-                )
+                files += plot_versus(runs, keys, x_key, name, out_dir)
     return Summary(runs, keys, variants, chosen, table, markdown, files, warnings)
 
 
-def _split(values: Sequence[str] | None) -> list[str] | None:
-    """Comma-separated, repeatable option values as one list (None if not given)."""
-    if not values:
-        return None
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _run_root(text: str) -> str:
-    """A sweep or run directory argument: it must exist and be a directory (kept as typed)."""
-    argcheck.directory(text)
-    return text
+def _names(text: str) -> list[str]:
+    """A comma-separated option value as names (the option repeats: argparse "extend")."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `rnnlab-aggregate` command line."""
+    """The `rnnlab-aggregate` command line; its options are `aggregate`'s arguments."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Aggregate rnnlab sweeps/runs into Markdown and LaTeX tables (mean ± std "
@@ -600,19 +522,27 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.jsonl (never TensorBoard events).",
     )
     add = parser.add_argument
-    add("dirs", nargs="+", type=_run_root, help="sweep or run directories (searched recursively)")
+    add(
+        "dirs",
+        nargs="+",
+        type=argcheck.directory_text,
+        help="sweep or run directories (searched recursively)",
+    )
     add("--out", type=argcheck.output_dir, help="output directory (default: <first dir>/aggregate)")
     listed = "comma-separated, repeatable; default:"
+    names = {"action": "extend", "type": _names}
     add(
         "--metrics",
-        action="append",
-        help=f"table metrics ({listed} the monitored metric, "
-        "every final metric and the test metrics)",
+        **names,
+        help=f"table metrics ({listed} the monitored metric, every final metric and the test "
+        "metrics)",
     )
-    add("--group-by", action="append", help=f"keys that make a variant ({listed} the swept keys)")
+    add("--group-by", **names, help=f"keys that make a variant ({listed} the swept keys)")
     add(
         "--curve-metric",
-        action="append",
+        **names,
+        dest="curve_metrics",
+        metavar="CURVE_METRIC",
         help=f"metrics plotted against step ({listed} the monitored metric and train/loss)",
     )
     add(
@@ -621,16 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
         "swept key with several numeric values)",
     )
     add("--band", choices=BANDS, default="std", help="learning-curve band")
-    add("--no-plots", action="store_true", help="tables and CSV only")
+    add("--no-plots", action="store_false", dest="plots", help="tables and CSV only")
     add("--debug", action="store_true", help="show the traceback of an error in your input")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rnnlab-aggregate` and `scripts/aggregate.py`: prints the Markdown summary
-    and writes the files; a mistake in the arguments is one line on stderr and exit status 2,
-    before anything is written."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """Entry point of `rnnlab-aggregate` and `scripts/aggregate.py`."""
+    args = build_parser().parse_args(argv)
     return report_user_errors(PROG, _main, args, debug=args.debug)
 
 
@@ -639,16 +567,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.out is None:
         default = Path(args.dirs[0]) / "aggregate"
         argcheck.check_output_dir(default, "the default output directory", "give --out DIR")
-    summary = aggregate(
-        args.dirs,
-        out=args.out,
-        metrics=_split(args.metrics),
-        group_by=_split(args.group_by),
-        curve_metrics=_split(args.curve_metric),
-        x_key=args.x_key,
-        band=args.band,
-        plots=not args.no_plots,
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("dirs", "debug")}
+    summary = aggregate(args.dirs, **options)
     print(summary.markdown)
     for warning in summary.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
