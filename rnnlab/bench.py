@@ -331,7 +331,7 @@ def _memory(compiled: Any) -> int | None:
         return None
 
 
-def rnnlab_model(config: Config, backward: str = "custom", **options: Any) -> tuple[Any, Any]:
+def rnnlab_model(config: Config, vjp: str = "custom", **options: Any) -> tuple[Any, Any]:
     """`(apply, params)`: rnnlab's `run_stack` for `config`, `apply(params, xs) -> ys [b, t, o]`."""
     import jax
 
@@ -342,7 +342,7 @@ def rnnlab_model(config: Config, backward: str = "custom", **options: Any) -> tu
     params = recurrence.init_stack(
         cell, jax.random.PRNGKey(0), config.input, config.layers, bidirectional
     )
-    opts = recurrence.RecurrentOptions(backward=backward, **options)
+    opts = recurrence.RecurrentOptions(vjp=vjp, **options)
 
     def apply(params, xs):
         return recurrence.run_stack(cell, params, xs, bidirectional=bidirectional, options=opts)[1]
@@ -350,15 +350,15 @@ def rnnlab_model(config: Config, backward: str = "custom", **options: Any) -> tu
     return apply, params
 
 
-def build_rnnlab(config: Config, mode: str, backward: str = "custom", **options: Any) -> Built:
-    """rnnlab's `run_stack` (custom or autodiff backward; `kernel="auto"` by default, so the
+def build_rnnlab(config: Config, mode: str, vjp: str = "custom", **options: Any) -> Built:
+    """rnnlab's `run_stack` (`vjp` custom or autodiff; `backend="auto"` by default, so the
     native CPU kernel where it is built, see `rnnlab.kernels`; "rnnlab-xla" forces the scan)."""
-    apply, params = rnnlab_model(config, backward, **options)
+    apply, params = rnnlab_model(config, vjp, **options)
     return _jax_step(apply, params, config, mode)
 
 
 def _build_cudnn(config: Config, mode: str) -> Built | None:
-    """rnnlab with `kernel="cudnn"`: where cuDNN runs the cell (a plain LSTM on CUDA), else None."""
+    """rnnlab with `backend="cudnn"`: where cuDNN runs the cell (plain LSTM, CUDA), else None."""
     import jax.numpy as jnp
 
     from rnnlab.kernels import cudnn
@@ -369,12 +369,12 @@ def _build_cudnn(config: Config, mode: str) -> Built | None:
         resets=None,
         recurrent_mask=None,
         zoneout_keep=None,
-        backward="custom",
+        vjp="custom",
         input_projection="hoisted",
     )
     if reason is not None:
         return None
-    return build_rnnlab(config, mode, kernel="cudnn")
+    return build_rnnlab(config, mode, backend="cudnn")
 
 
 def flax_model(config: Config) -> tuple[Any, Any] | None:
@@ -480,9 +480,9 @@ def build_torch(config: Config, mode: str) -> Built | None:
 
 IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | None]]] = {
     "rnnlab": (None, build_rnnlab),
-    "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, kernel="xla")),
+    "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
     "rnnlab-cudnn": (None, _build_cudnn),
-    "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, backward="autodiff")),
+    "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
     "torch": ("torch", build_torch),
@@ -495,7 +495,7 @@ REFERENCES = ("torch", "flax")
 
 def agreement(config: Config, references: Sequence[str] = REFERENCES) -> dict[str, float]:
     """Largest |difference| between each reference's outputs (`torch_model`, `flax_model`: the
-    models the benchmark times) and rnnlab's (`rnnlab_model`, `kernel="auto"`) with the
+    models the benchmark times) and rnnlab's (`rnnlab_model`, `backend="auto"`) with the
     reference's weights copied in through `rnnlab.interop`, on the benchmark's inputs for
     `config`. References whose framework is missing or that have no such cell are left out.
 

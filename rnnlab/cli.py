@@ -197,6 +197,7 @@ def load_config(
         raise ConfigError(f"{path} is damaged, not readable YAML ({problem})") from err
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} is damaged: it holds a {type(cfg).__name__}, not a mapping")
+    _rename_saved_keys(cfg)
     if data_dir is not None:
         cfg.data_dir = str(data_dir)
     for key, value in overrides.items():
@@ -221,11 +222,14 @@ def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from rnnlab.tasks.base import check_config_keys
+
     backbone = backbone_fields(cfg.model)
     unroll = OmegaConf.select(cfg, "trainer.unroll", default=None)
     if unroll is not None:
         backbone["unroll"] = unroll
     batch_size = int(OmegaConf.select(cfg, "trainer.batch_size", default=1))
+    check_config_keys(OmegaConf.select(cfg, "task._target_"), [str(k) for k in cfg.task])
     task = instantiate(cfg.task, seed=int(cfg.seed), batch_size=batch_size)
     try:
         cell = instantiate(cfg.model.cell)
@@ -236,6 +240,60 @@ def build_task_and_model(cfg: DictConfig) -> tuple[Any, Any]:
             raise  # a data error (tasks read their data when building the model) says its own
         # The cell and model constructors check their arguments (ValueError): a config value.
         raise ConfigError(f"model: {cause} (set in model/*.yaml or as model.<key>=...)") from err
+
+
+def saved_run(
+    run_dir: str | os.PathLike[str], data_dir: str | None = None, **overrides: Any
+) -> tuple[dict[str, Any], Any, Any, int]:
+    """`(config, task, model, seed)` of a run directory, built as `build` did for the run
+    (`load_config` + `build_task_and_model`); the config as plain dicts and lists, `${...}`
+    unresolved. What `rnnlab.diagnostics` takes; raises as `load_config` does."""
+    cfg = load_config(run_dir, data_dir, **overrides)
+    task, model = build_task_and_model(cfg)
+    return OmegaConf.to_container(cfg), task, model, int(cfg.seed)
+
+
+def restore_run_dir(
+    run_dir: str | os.PathLike[str],
+    checkpoint: str | int | None = "best",
+    *,
+    init: bool = False,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """A run directory's task, model and params (`rnnlab.diagnostics.LoadedRun`), from its saved
+    config alone: `saved_run` builds the task and model, `rnnlab.diagnostics.restore_run`
+    restores the checkpoint (or, with `init`, the parameters the run started from).
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: "best", "latest"/None or a step number.
+        init: the run's initial parameters instead of a checkpoint.
+        data_dir: replaces the config's `data_dir` (data-backed tasks: char_lm, sentiment, ...).
+        overrides: dotted config keys to set before building (e.g. smaller evaluation sets).
+
+    Raises:
+        RunNotFoundError, ConfigError, RunDirError: not a run directory, a damaged config, no or
+            a damaged checkpoint.
+    """
+    from rnnlab.diagnostics.loading import restore_run
+
+    cfg, task, model, seed = saved_run(run_dir, data_dir, **dict(overrides or {}))
+    return restore_run(run_dir, cfg, task, model, seed, checkpoint, init=init)
+
+
+def saved_model_name(run_dir: str | os.PathLike[str]) -> str:
+    """The model config's `name` of a run directory ("model" where it has none)."""
+    return str(load_config(run_dir).model.get("name", "model"))
+
+
+def build_cell(name: str, hidden_size: int) -> Any:
+    """The cell of `conf/cell/<name>.yaml` with `hidden_size` units."""
+    from hydra.utils import instantiate
+
+    cfg = cell_config(name)
+    cfg.hidden_size = hidden_size
+    return instantiate(cfg)
 
 
 SEED_LIMIT = 2**32
@@ -261,9 +319,24 @@ NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault
 that the configs of runs saved by earlier versions hold)."""
 
 
-IMPLIED_BEFORE = {"model.kernel": "auto", "model.input_projection": "hoisted"}
+IMPLIED_BEFORE = {"model.backend": "auto", "model.input_projection": "hoisted"}
 """Keys that the configs of runs saved by earlier versions lack, with the value those runs used
 (what the code did without the key), so that such runs still compare equal and resume."""
+
+
+RENAMED_KEYS = {"model.backward": "model.vjp", "model.kernel": "model.backend"}
+"""Keys that runs saved by earlier versions hold under another name (`backward` was also a
+direction and a native-kernel function; `kernel` is also a Flax weight): read under the new one."""
+
+
+def _rename_saved_keys(cfg: DictConfig) -> None:
+    """Moves `RENAMED_KEYS` of a saved config to their current names, in place."""
+    for old, new in RENAMED_KEYS.items():
+        parent, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if isinstance(node, DictConfig) and leaf in node:
+            value = node.pop(leaf)
+            node.setdefault(new.rpartition(".")[2], value)
 
 
 def compare_configs(
@@ -271,9 +344,10 @@ def compare_configs(
 ) -> tuple[list[str], list[str]]:
     """`rnnlab.train.ConfigCompare` for `config_snapshot`s: the `RUN_IDENTITY` keys must agree,
     the others may change (more steps, another learning rate), `NOT_COMPARED` keys are ignored,
-    and keys an older saved config lacks take their `IMPLIED_BEFORE` value."""
+    and keys an older saved config lacks take their `IMPLIED_BEFORE` value (keys it saved under
+    an earlier name, `RENAMED_KEYS`, their current one)."""
     kept = lambda snapshot: {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
-    saved = {**IMPLIED_BEFORE, **saved}
+    saved = {**IMPLIED_BEFORE, **{RENAMED_KEYS.get(k, k): v for k, v in saved.items()}}
     diff = snapshot_diff(kept(saved), kept(current))
     strict = [
         line

@@ -51,7 +51,7 @@ class RecurrentStack(nn.Module):
             init = functools.partial(
                 recurrence.init_layer, self.cell, bidirectional=self.bidirectional
             )
-            params.append(self.param(f"layer_{index}", init, size))
+            params.append(self.param(recurrence.layer_name(index), init, size))
             size = self.output_size
         return params
 
@@ -69,10 +69,15 @@ class RecurrentStack(nn.Module):
         resets: Array | None = None,
         initial_carry: list[Carry] | None = None,
         train: bool = False,
-    ) -> tuple[list[Carry], Array]:
+        carry_deltas: list[Carry] | None = None,
+        trace: bool = False,
+    ) -> tuple[list[Carry], Array] | tuple[list[Carry], Array, list[Any]]:
         """`xs: [b, t, d]` -> (final carries per layer, `ys: [b, t, output_size]`).
 
-        With `train=True` and any dropout/zoneout rate > 0 the module needs a `dropout` RNG."""
+        With `train=True` and any dropout/zoneout rate > 0 the module needs a `dropout` RNG.
+        `carry_deltas` and `trace` are the diagnostics' view inside the layers (see
+        `rnnlab.recurrence.run_stack`; `rnnlab.diagnostics.gradflow` passes them through a method
+        interceptor, so models never do)."""
         params = self.layer_params(xs.shape[-1])
         options = self.options
         stochastic = options.dropout > 0 or options.recurrent_dropout > 0 or options.zoneout > 0
@@ -88,4 +93,6 @@ class RecurrentStack(nn.Module):
             initial_carry=initial_carry,
             options=options,
             key=key,
+            carry_deltas=carry_deltas,
+            trace=trace,
         )

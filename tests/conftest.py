@@ -17,6 +17,6 @@ def pytest_report_header(config) -> str:
     from rnnlab import kernels
 
     if kernels.available():
-        return "rnnlab native CPU kernels: available (kernel='auto' uses them)"
+        return "rnnlab native CPU kernels: available (backend='auto' uses them)"
     reason = kernels.unavailable_reason()
     return f"rnnlab native CPU kernels: unavailable ({reason}); XLA scans only"

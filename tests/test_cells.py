@@ -167,7 +167,7 @@ def test_padding_never_changes_a_result(setup):
 def test_carry_dtype_preserved(setup):
     cell, params, xs = setup
     params16 = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
-    carry, ys = recurrence.run(cell, params16, xs.astype(jnp.bfloat16), backward="autodiff")
+    carry, ys = recurrence.run(cell, params16, xs.astype(jnp.bfloat16), vjp="autodiff")
     assert ys.dtype == jnp.bfloat16
     assert all(c.dtype == jnp.bfloat16 for c in jax.tree_util.tree_leaves(carry))
 
@@ -176,8 +176,8 @@ def test_jit_grad_finite_and_custom_equals_autodiff(setup):
     cell, params, xs = setup
     lengths = jnp.array([T, 3])
 
-    def loss(p, x, backward):
-        carry, ys = recurrence.run(cell, p, x, lengths=lengths, backward=backward)
+    def loss(p, x, vjp):
+        carry, ys = recurrence.run(cell, p, x, lengths=lengths, vjp=vjp)
         final = sum(jnp.sum(jnp.sin(c)) for c in jax.tree_util.tree_leaves(carry))
         return jnp.sum(ys**2) + final
 
@@ -193,8 +193,8 @@ def test_check_grads_numerical(setup):
     with jax.enable_x64(True):
         params64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
         x64 = jnp.asarray(xs, jnp.float64)
-        for backward, modes in (("autodiff", ("fwd", "rev")), ("custom", ("rev",))):
-            fn = lambda p, x, b=backward: recurrence.run(  # noqa: E731
-                cell, p, x, lengths=lengths, backward=b
+        for vjp, modes in (("autodiff", ("fwd", "rev")), ("custom", ("rev",))):
+            fn = lambda p, x, v=vjp: recurrence.run(  # noqa: E731
+                cell, p, x, lengths=lengths, vjp=v
             )[1]
             check_grads(fn, (params64, x64), order=1, modes=modes, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,7 @@
 The layout and eligibility checks run everywhere; the parity tests need an NVIDIA GPU (they are
 skipped elsewhere, CI included: run them there with
 `JAX_PLATFORMS=cuda,cpu pytest tests/test_cudnn.py`, as conftest otherwise pins the CPU) and
-compare `kernel="cudnn"` with `kernel="xla"` under
+compare `backend="cudnn"` with `backend="xla"` under
 `jax.default_matmul_precision("highest")` (no TF32 on either side): outputs, final carries and
 every gradient, with lengths (an empty sequence too), reverse, initial carries and a
 bidirectional 2-layer stack."""
@@ -48,7 +48,7 @@ def test_unsupported_reasons(monkeypatch):
         "resets": None,
         "recurrent_mask": None,
         "zoneout_keep": None,
-        "backward": "custom",
+        "vjp": "custom",
         "input_projection": "hoisted",
     }
     assert cudnn.unsupported_reason(LSTMCell(H), xs, **plain) is None
@@ -58,7 +58,7 @@ def test_unsupported_reasons(monkeypatch):
         (LSTMCell(H, proj_size=2), {}),
         (LSTMCell(H), {"resets": jnp.zeros((B, T))}),
         (LSTMCell(H), {"recurrent_mask": jnp.ones((B, H))}),
-        (LSTMCell(H), {"backward": "autodiff"}),
+        (LSTMCell(H), {"vjp": "autodiff"}),
         (LSTMCell(H), {"input_projection": "per_step"}),
     ]:
         assert cudnn.unsupported_reason(cell, xs, **(plain | change)) is not None
@@ -67,16 +67,16 @@ def test_unsupported_reasons(monkeypatch):
     assert "CUDA" in cudnn.unsupported_reason(LSTMCell(H), xs, **plain)
     params = LSTMCell(H).init(jax.random.PRNGKey(0), D)
     with pytest.raises(ValueError, match="cudnn"):
-        recurrence.run(LSTMCell(H), params, xs, kernel="cudnn")
+        recurrence.run(LSTMCell(H), params, xs, backend="cudnn")
 
 
 def _compare(loss, *args):
     argnums = tuple(range(len(args)))
     with jax.default_matmul_precision("highest"):
         results = []
-        for kernel in ("cudnn", "xla"):
+        for backend in ("cudnn", "xla"):
             fn = jax.jit(
-                jax.value_and_grad(lambda *a, k=kernel: loss(*a, k), argnums=argnums, has_aux=True)
+                jax.value_and_grad(lambda *a, k=backend: loss(*a, k), argnums=argnums, has_aux=True)
             )
             results.append(fn(*args))
         hlo = fn.lower(*args).as_text()
@@ -100,9 +100,15 @@ def test_run_matches_scan(reverse, lengths):
         jax.random.normal(k_c, (B, H)), jax.random.normal(k_h, (B, H))
     )
 
-    def loss(params, xs, carry0, kernel):
+    def loss(params, xs, carry0, backend):
         carry, ys = recurrence.run(
-            cell, params, xs, initial_carry=carry0, lengths=lengths, reverse=reverse, kernel=kernel
+            cell,
+            params,
+            xs,
+            initial_carry=carry0,
+            lengths=lengths,
+            reverse=reverse,
+            backend=backend,
         )
         return weighted_loss(ys, carry), (carry, ys)
 
@@ -115,8 +121,8 @@ def test_bidirectional_stack_matches_scan():
     params = recurrence.init_stack(cell, jax.random.PRNGKey(1), D, num_layers=2, bidirectional=True)
     xs = jax.random.normal(jax.random.PRNGKey(2), (B, T, D))
 
-    def loss(params, xs, kernel):
-        options = recurrence.RecurrentOptions(kernel=kernel)
+    def loss(params, xs, backend):
+        options = recurrence.RecurrentOptions(backend=backend)
         carries, ys = recurrence.run_stack(
             cell, params, xs, bidirectional=True, lengths=LENGTHS, options=options
         )

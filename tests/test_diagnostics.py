@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from rnnlab import recurrence
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
-from rnnlab.diagnostics import adding_grad_flow, gate_trace, model_grad_flow, traced_run
+from rnnlab.diagnostics import adding_grad_flow, gate_trace, model_gate_traces, model_grad_flow
 from rnnlab.diagnostics.cli import main as diagnose_main
 from rnnlab.diagnostics.gradflow import perturbed_loss, stack_calls, zero_deltas
 from rnnlab.tasks import AddingTask
@@ -52,19 +53,42 @@ def test_gate_trace_reproduces_the_layer(cell) -> None:
         assert set(trace) == {"h", "y"}
 
 
-def test_traced_run_matches_the_layer_with_lengths_resets_and_reverse() -> None:
+@pytest.mark.parametrize("reverse", [False, True])
+def test_layer_trace_matches_the_layer_with_lengths_resets_and_reverse(reverse: bool) -> None:
     cell = LSTMCell(5)
     params = cell.init(jax.random.PRNGKey(0), 4)
     xs = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 4))
     lengths = jnp.array([7, 3, 5])
     resets = jnp.zeros((3, 7)).at[0, 4].set(1.0)
-    for reverse in (False, True):
-        expected = recurrence.run(cell, params, xs, lengths=lengths, resets=resets, reverse=reverse)
-        final, ys, _, _ = traced_run(
-            cell, params, xs, lengths=lengths, resets=resets, reverse=reverse
-        )
-        np.testing.assert_allclose(ys, expected[1], atol=1e-5)
-        np.testing.assert_allclose(final.c, expected[0].c, atol=1e-5)
+    kwargs = dict(lengths=lengths, resets=resets, reverse=reverse)
+    final, ys = recurrence.run(cell, params, xs, backend="xla", **kwargs)  # the traced backend
+    traced_final, traced_ys, trace = recurrence.run(cell, params, xs, trace=True, **kwargs)
+    np.testing.assert_array_equal(traced_ys, ys)
+    np.testing.assert_array_equal(trace.ys, ys)
+    np.testing.assert_array_equal(traced_final.c, final.c)
+    # The carry after each sequence's last processed step is its final carry.
+    last = 0 if reverse else lengths - 1
+    np.testing.assert_array_equal(trace.carries.c[jnp.arange(3), last], final.c)
+    assert trace.gates["forget"].shape == (3, 7, 5)
+    assert float(jnp.abs(trace.gates["forget"][1, 3:]).max()) == 0.0  # padded steps
+
+
+def test_carry_deltas_shift_the_carry_at_their_step() -> None:
+    """A perturbation at step k equals running to k, adding it to the carry, and continuing from
+    there: the definition `d loss / d carry_t` in the gradient-flow plots relies on."""
+    cell, k = GRUCell(4), 3
+    params = cell.init(jax.random.PRNGKey(0), 2)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 2))
+    bump = jax.random.normal(jax.random.PRNGKey(2), (2, 4))
+    deltas = jnp.zeros((2, 8, 4)).at[:, k].set(bump)
+    final, ys = recurrence.run(cell, params, xs, carry_deltas=deltas)
+    run = functools.partial(recurrence.run, cell, params, backend="xla")  # the perturbed backend
+    carry_k, ys_head = run(xs[:, : k + 1])
+    final_tail, ys_tail = run(xs[:, k + 1 :], initial_carry=carry_k + bump)
+    np.testing.assert_allclose(final, final_tail, rtol=1e-6)
+    np.testing.assert_allclose(ys[:, :k], ys_head[:, :k], rtol=1e-6)
+    np.testing.assert_allclose(ys[:, k], ys_head[:, k] + bump, rtol=1e-6)
+    np.testing.assert_allclose(ys[:, k + 1 :], ys_tail, rtol=1e-6)
 
 
 def test_grad_flow_at_init_vanishes_for_the_tanh_rnn_not_the_lstm() -> None:
@@ -95,6 +119,11 @@ def test_model_grad_flow_perturbs_nothing_and_covers_every_layer() -> None:
     perturbed = perturbed_loss(task, model, params, batch, zero_deltas(calls))
     np.testing.assert_allclose(perturbed, loss, rtol=1e-6)
     series = model_grad_flow(task, model, params, batch)
+    traces = model_gate_traces(task, model, params, batch)
+    assert set(traces) == {"stack/layer_0", "stack/layer_0/backward", "stack/layer_1"} | {
+        "stack/layer_1/backward"
+    }
+    assert set(traces["stack/layer_1/backward"]) == {"reset", "update", "candidate", "h", "y"}
     assert set(series) == {
         "stack/input",
         "stack/layer_0/h",

@@ -1,7 +1,7 @@
 """The optional native CPU kernel (`rnnlab.kernels`) against the XLA scan path it replaces.
 
 Outputs, final carries and every gradient (params, inputs, initial carry) must agree to 1e-5 with
-`kernel="xla"` under lengths, resets, reverse, bidirectional layers, recurrent dropout, zoneout and
+`backend="xla"` under lengths, resets, reverse, bidirectional layers, recurrent dropout, zoneout and
 stacks. Skipped when the library is not built, unless `RNNLAB_REQUIRE_NATIVE=1` (then missing it
 fails)."""
 
@@ -62,13 +62,13 @@ def _assert_close(native, xla):
 
 
 def _compare(loss, *args):
-    """Value, aux outputs and gradients of `loss(*args, kernel)` for both kernels."""
+    """Value, aux outputs and gradients of `loss(*args, backend)` for both backends."""
     argnums = tuple(range(len(args)))
     results = [
         jax.jit(
-            jax.value_and_grad(lambda *a, k=kernel: loss(*a, k), argnums=argnums, has_aux=True)
+            jax.value_and_grad(lambda *a, k=backend: loss(*a, k), argnums=argnums, has_aux=True)
         )(*args)
-        for kernel in ("native", "xla")
+        for backend in ("native", "xla")
     ]
     _assert_close(*results)
 
@@ -103,8 +103,10 @@ def test_run_matches_scan(name, options):
     if options.get("zoneout"):
         kwargs["zoneout_keep"] = recurrence.zoneout_keep(k_z, 0.4, cell.initial_carry(B), T)
 
-    def loss(params, xs, carry0, kernel):
-        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+    def loss(params, xs, carry0, backend):
+        carry, ys = recurrence.run(
+            cell, params, xs, initial_carry=carry0, backend=backend, **kwargs
+        )
         return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, carry0)
@@ -126,8 +128,10 @@ def test_packed_kernel_sizes_match_scan(name):
         "recurrent_mask": recurrence.recurrent_dropout_mask(k_m, 0.3, (batch, 32), xs.dtype),
     }
 
-    def loss(params, xs, carry0, kernel):
-        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+    def loss(params, xs, carry0, backend):
+        carry, ys = recurrence.run(
+            cell, params, xs, initial_carry=carry0, backend=backend, **kwargs
+        )
         return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, _random_carry(cell, k_c, batch))
@@ -153,8 +157,10 @@ def test_vector_gate_loop_and_kernel_bias_match_scan(name, hidden):
         "reverse": True,
     }
 
-    def loss(params, xs, carry0, kernel):
-        carry, ys = recurrence.run(cell, params, xs, initial_carry=carry0, kernel=kernel, **kwargs)
+    def loss(params, xs, carry0, backend):
+        carry, ys = recurrence.run(
+            cell, params, xs, initial_carry=carry0, backend=backend, **kwargs
+        )
         return weighted_loss(ys, carry), (carry, ys)
 
     _compare(loss, params, xs, _random_carry(cell, k_c, batch))
@@ -200,9 +206,9 @@ def test_bidirectional_stack_with_dropout_matches_scan():
     xs = jax.random.normal(jax.random.PRNGKey(2), (B, T, D))
     key = jax.random.PRNGKey(3)
 
-    def loss(params, xs, kernel):
+    def loss(params, xs, backend):
         options = recurrence.RecurrentOptions(
-            dropout=0.2, recurrent_dropout=0.3, zoneout=0.1, kernel=kernel
+            dropout=0.2, recurrent_dropout=0.3, zoneout=0.1, backend=backend
         )
         carries, ys = recurrence.run_stack(
             cell, params, xs, bidirectional=True, lengths=LENGTHS, options=options, key=key
@@ -218,14 +224,20 @@ def test_inference_and_vmap_match_scan():
     params = _random_params(cell, jax.random.PRNGKey(4), D)
     xs = jax.random.normal(jax.random.PRNGKey(5), (2, B, T, D))
 
-    def infer(xs, kernel):
-        return recurrence.run(cell, params, xs, lengths=LENGTHS, kernel=kernel)
+    def infer(xs, backend):
+        return recurrence.run(cell, params, xs, lengths=LENGTHS, backend=backend)
 
     for batched in (
         lambda k: jax.jit(lambda x: infer(x, k))(xs[0]),
         lambda k: jax.jit(jax.vmap(lambda x: infer(x, k)))(xs),
     ):
         _assert_close(batched("native"), batched("xla"))
+
+
+def _backend(choice, cell, params, xs, **kwargs):
+    """The run log's words for the backend `choice` resolves to (the dispatch table's choice)."""
+    options = recurrence.RecurrentOptions(backend=choice, **kwargs)
+    return recurrence.backend_of(cell, params, xs, options)
 
 
 def test_auto_falls_back_and_native_explains():
@@ -235,27 +247,28 @@ def test_auto_falls_back_and_native_explains():
     without_kernel = [(build_cell(name, H), {}) for name in cells_lacking("native_kernel")]
     for cell, kwargs in [
         *without_kernel,
-        (lstm, {"backward": "autodiff"}),
+        (lstm, {"vjp": "autodiff"}),
         (lstm, {"input_projection": "per_step"}),
     ]:
         p = cell.init(jax.random.PRNGKey(0), D)
-        assert recurrence.native_unsupported(cell, p, xs, **kwargs) is not None
-        assert recurrence._native_kind("auto", cell, p, xs, **kwargs) is None
-        with pytest.raises(ValueError, match="native"):
-            recurrence._native_kind("native", cell, p, xs, **kwargs)
-        recurrence.run(cell, p, xs, **kwargs)  # auto: the scan, silently
+        reason = recurrence.native_unsupported(cell, p, xs, **kwargs)
+        assert reason is not None
+        assert _backend("auto", cell, p, xs, **kwargs) == f"XLA scan: {reason}"
+        with pytest.raises(ValueError, match='backend="native" is not possible'):
+            _backend("native", cell, p, xs, **kwargs)
+        recurrence.run(cell, p, xs, **kwargs)  # auto: the scan
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
         xs64 = xs.astype(jnp.float64)
         assert "float32" in recurrence.native_unsupported(lstm, p64, xs64)
-        assert recurrence._native_kind("auto", lstm, p64, xs64) is None
+        assert _backend("auto", lstm, p64, xs64).startswith("XLA scan: ")
         _, ys = recurrence.run(lstm, p64, xs64)
         assert ys.dtype == jnp.float64
-    with pytest.raises(ValueError, match="kernel must be one of"):
-        recurrence.run(lstm, params, xs, kernel="fast")
-    expected = kernels.LSTM if kernels.available() else None
-    assert recurrence._native_kind("auto", lstm, params, xs) == expected
-    assert recurrence._native_kind("xla", lstm, params, xs) is None
+    with pytest.raises(ValueError, match="backend must be one of"):
+        recurrence.run(lstm, params, xs, backend="fast")
+    expected = "native kernel (CPU)" if kernels.available() else "XLA scan: "
+    assert _backend("auto", lstm, params, xs).startswith(expected)
+    assert _backend("xla", lstm, params, xs) == "XLA scan (backend=xla)"
 
 
 @needs_native
@@ -266,8 +279,8 @@ def test_platform_dispatch_when_not_cpu_only(monkeypatch):
     params = _random_params(cell, jax.random.PRNGKey(8), D)
     xs = jax.random.normal(jax.random.PRNGKey(9), (B, T, D))
 
-    def loss(params, xs, kernel):
-        ys = recurrence.run(cell, params, xs, lengths=LENGTHS, kernel=kernel)[1]
+    def loss(params, xs, backend):
+        ys = recurrence.run(cell, params, xs, lengths=LENGTHS, backend=backend)[1]
         return jnp.sum(jnp.sin(ys))
 
     expected = jax.grad(loss)(params, xs, "xla")

@@ -35,13 +35,7 @@ from rnnlab import argcheck, cli
 from rnnlab.checkpoint import CHECKPOINT_HELP
 from rnnlab.diagnostics import gradflow, plots
 from rnnlab.diagnostics.attention_maps import attention_weights, lengths_of
-from rnnlab.diagnostics.loading import (
-    LoadedRun,
-    check_checkpoint,
-    first_batch,
-    load_config,
-    load_run,
-)
+from rnnlab.diagnostics.loading import LoadedRun, check_checkpoint, first_batch
 from rnnlab.errors import ConfigError, UserError, report_user_errors
 
 log = logging.getLogger(__name__)
@@ -104,7 +98,7 @@ def diagnose(
     """All requested diagnostics of one loaded run on its first validation batch.
 
     Args:
-        run: from `load_run`.
+        run: from `rnnlab.cli.restore_run_dir`.
         out_dir: where the figures, JSON and arrays go.
         what: any of `WHAT`.
         example: the example of the batch drawn in the per-example figures.
@@ -202,13 +196,10 @@ def compare_cells(
     """Freshly initialised cells (`conf/cell/<name>.yaml`, `hidden` units) on the adding problem
     of `length` steps: one comparison plot and JSON (`grad_flow_cells.*`) in `out_dir`."""
     import jax
-    from hydra.utils import instantiate
 
     runs = {}
     for name in names:
-        cfg = cli.cell_config(name)
-        cfg.hidden_size = hidden
-        cell = instantiate(cfg)
+        cell = cli.build_cell(name, hidden)
         runs[name] = gradflow.adding_grad_flow(cell, jax.random.PRNGKey(seed), length)
     fig = plots.plot_grad_flow_comparison(
         runs, title=f"adding problem T={length}, fresh cells ({hidden} units, seed {seed})"
@@ -227,12 +218,6 @@ def compare_cells(
 
 
 _parse_what = argcheck.name_list(WHAT, "diagnostic")
-
-
-def _data_dir(text: str) -> str:
-    """A `--data-dir`: an existing directory, kept as typed (it replaces the config's text)."""
-    argcheck.directory(text)
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-tensorboard", action="store_true")
     parser.add_argument(
-        "--data-dir", type=_data_dir, help="replaces the runs' data_dir (data-backed tasks)"
+        "--data-dir",
+        type=argcheck.directory_text,
+        help="replaces the runs' data_dir (data-backed tasks)",
     )
     parser.add_argument("--cells", help="compare fresh cells instead, e.g. rnn_tanh,lstm,gru")
     parser.add_argument(
@@ -292,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
 def _check_runs(args: argparse.Namespace) -> None:
     """Checks every run directory and output folder before anything is written."""
     for run_dir in args.run_dirs:
-        load_config(run_dir)  # a run directory with a readable config
+        cli.load_config(run_dir)  # a run directory with a readable config
         if not args.init:
             check_checkpoint(run_dir, args.checkpoint)
     several = len(args.run_dirs) > 1
@@ -345,9 +332,9 @@ def _main(args: argparse.Namespace) -> None:
     _check_runs(args)
     several = len(args.run_dirs) > 1
     compared: dict[str, dict[str, np.ndarray]] = {}
-    names = [str(load_config(d).model.get("name", "model")) for d in args.run_dirs]
+    names = [cli.saved_model_name(d) for d in args.run_dirs]
     for run_dir, label in zip(args.run_dirs, run_labels(args.run_dirs, names), strict=True):
-        run = load_run(run_dir, args.checkpoint, init=args.init, data_dir=args.data_dir)
+        run = cli.restore_run_dir(run_dir, args.checkpoint, init=args.init, data_dir=args.data_dir)
         out = run_dir / OUT_SUBDIR if args.out is None else args.out
         if several and args.out is not None:
             out = args.out / _slug(label)

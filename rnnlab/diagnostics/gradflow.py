@@ -11,10 +11,10 @@ Two levels:
     adding_grad_flow(cell, key, length)           the adding problem with a random linear readout
     model_grad_flow(task, model, params, batch)   a whole model and its task's loss (a run)
 
-`model_grad_flow` needs no change to the models: a Flax method interceptor replaces each
-`RecurrentStack.__call__` by the same computation re-run with `traces.traced_run`, which adds a
-zero perturbation to the stack's input and to every layer's carry; the gradient with respect to
-those zeros is `d loss / d x_t` and `d loss / d carry_t`. Norms are per example (the gradient of
+`model_grad_flow` needs no change to the models: a Flax method interceptor adds a zero
+perturbation to each `RecurrentStack`'s input and passes zero `carry_deltas` to its layers (the
+layers' own option, `rnnlab.recurrence.run`); the gradient with respect to those zeros is
+`d loss / d x_t` and `d loss / d carry_t`. Norms are per example (the gradient of
 the batch-mean loss times the batch size), averaged over the examples for which t is a valid step.
 """
 
@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab import recurrence
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell
 from rnnlab.data import synthetic
-from rnnlab.diagnostics.traces import carry_leaf_names, traced_run
-from rnnlab.models.common import merge_directions
+from rnnlab.diagnostics.traces import carry_leaf_names, named_trace
 from rnnlab.nn import RecurrentStack
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.typing import Array, Carry, Params, PRNGKey
@@ -92,7 +92,7 @@ def cell_grad_flow(
     batch, time = xs.shape[:2]
 
     def loss(deltas: Carry, inputs: Array) -> Array:
-        final, ys, _, _ = traced_run(cell, params, inputs, deltas, lengths=lengths)
+        final, ys = recurrence.run(cell, params, inputs, lengths=lengths, carry_deltas=deltas)
         return loss_fn(ys, final)
 
     grad_carry, grad_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(
@@ -132,130 +132,67 @@ def adding_grad_flow(
 
 
 class StackCall(NamedTuple):
-    """One call of a `RecurrentStack` inside a model, with everything needed to re-run it.
+    """One call of a `RecurrentStack` inside a model.
 
     Attributes:
-        name: the module path, e.g. "stack", "encoder", "decoder".
+        name: the module path, e.g. "stack", "encoder", "decoder" (`#2`, `#3`... for the second
+            and later calls of one module).
         stack: the (unbound) module's settings.
-        params: its params (`{"layer_0": ..., ...}`).
         xs: `[b, t, d]` the stack's input.
-        lengths, resets, initial_carry: the call's keyword arguments.
+        lengths: `[b]` its valid steps, or None.
     """
 
     name: str
     stack: RecurrentStack
-    params: Params
     xs: Array
     lengths: Array | None
-    resets: Array | None
-    initial_carry: Any
 
 
 _STACK_SIGNATURE = inspect.signature(RecurrentStack.__call__)
 
-
-def _stack_call(module: RecurrentStack, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StackCall:
-    bound = _STACK_SIGNATURE.bind(None, *args, **kwargs).arguments
-    return StackCall(
-        name="/".join(str(p) for p in module.scope.path) or "stack",
-        stack=module.clone(parent=None),
-        params=module.variables["params"],
-        xs=bound["xs"],
-        lengths=bound.get("lengths"),
-        resets=bound.get("resets"),
-        initial_carry=bound.get("initial_carry"),
-    )
-
-
-def run_stack_call(
-    call: StackCall,
-    xs: Array | None = None,
-    layer_deltas: list[Any] | None = None,
-    with_gates: bool = False,
-) -> tuple[list[Carry], Array, dict[str, dict[str, Array]]]:
-    """Re-run a stack call (evaluation mode) with `traced_run`, layer by layer.
-
-    Args:
-        call: from a captured model call.
-        xs: `[b, t, d]` input (default `call.xs`).
-        layer_deltas: per layer a carry-shaped `[b, t, ...]` perturbation (a `(forward,
-            backward)` pair when bidirectional), or None.
-        with_gates: also trace the gates.
-
-    Returns:
-        (final carries per layer, `ys: [b, t, o]` of the last layer, traces: `"layer_{l}"` (and
-        `"layer_{l}/backward"`) -> gates, carry leaves and `y` (the layer output), `[b, t, h]`).
-    """
-    stack, cell = call.stack, call.stack.cell
-    xs = call.xs if xs is None else xs
-    carries: list[Carry] = []
-    traces: dict[str, dict[str, Array]] = {}
-    names = carry_leaf_names(cell.initial_carry(1))
-    for index in range(stack.num_layers):
-        layer = call.params[f"layer_{index}"]
-        init = None if call.initial_carry is None else call.initial_carry[index]
-        deltas = None if layer_deltas is None else layer_deltas[index]
-        directions = [("", layer, False, init, deltas)]
-        if stack.bidirectional:
-            init_fw, init_bw = (None, None) if init is None else init
-            deltas_fw, deltas_bw = (None, None) if deltas is None else deltas
-            directions = [
-                ("", layer["forward"], False, init_fw, deltas_fw),
-                ("/backward", layer["backward"], True, init_bw, deltas_bw),
-            ]
-        finals, outputs = [], []
-        for suffix, params, reverse, start, delta in directions:
-            final, ys, states, gates = traced_run(
-                cell,
-                params,
-                xs,
-                delta,
-                lengths=call.lengths,
-                resets=call.resets,
-                initial_carry=start,
-                reverse=reverse,
-                zoneout=stack.options.zoneout,
-                with_gates=with_gates,
-            )
-            finals.append(final)
-            outputs.append(ys)
-            if with_gates:
-                trace = dict(gates)
-                trace.update(zip(names, jax.tree_util.tree_leaves(states), strict=True))
-                trace["y"] = ys
-                traces[f"layer_{index}{suffix}"] = trace
-        if stack.bidirectional:
-            carries.append(tuple(finals))
-            xs = merge_directions(outputs[0], outputs[1], stack.merge)
-        else:
-            carries.append(finals[0])
-            xs = outputs[0]
-    return carries, xs, traces
-
-
-def _is_stack_call(context: Any) -> bool:
-    return isinstance(context.module, RecurrentStack) and context.method_name == "__call__"
+OnStackCall = Callable[[str, RecurrentStack, dict[str, Any], Callable[..., Any]], Any]
+"""`(name, module, call arguments by name, the call) -> what the model receives`."""
 
 
 @contextmanager
-def capture_stack_calls() -> Iterator[list[StackCall]]:
-    """Within the block, every `RecurrentStack` call (run as usual) is recorded in the list."""
-    calls: list[StackCall] = []
+def intercepting_stacks(on_call: OnStackCall) -> Iterator[None]:
+    """Within the block, every `RecurrentStack.__call__` goes through `on_call`, which may change
+    the arguments (e.g. add `carry_deltas` or `trace`, see `rnnlab.recurrence.run_stack`) before
+    making the call itself: the model code stays as it is."""
+    counts: dict[str, int] = {}
 
     def interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-        if _is_stack_call(context):
-            calls.append(_stack_call(context.module, args, kwargs))
-        return next_fun(*args, **kwargs)
+        module = context.module
+        if not (isinstance(module, RecurrentStack) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        arguments = _STACK_SIGNATURE.bind(None, *args, **kwargs).arguments
+        arguments.pop("self")
+        path = "/".join(str(p) for p in module.scope.path) or "stack"
+        counts[path] = counts.get(path, 0) + 1
+        name = path if counts[path] == 1 else f"{path}#{counts[path]}"
+        return on_call(name, module, arguments, next_fun)
 
     with nn.intercept_methods(interceptor):
-        yield calls
+        yield
+
+
+def _evaluation_loss(task: Task, model: nn.Module, params: Params, batch: Batch) -> Array:
+    carry = task.zero_carry(model, _batch_size(batch))
+    loss, _ = task.loss(model, params, batch, carry, None)
+    return loss
 
 
 def stack_calls(task: Task, model: nn.Module, params: Params, batch: Batch) -> list[StackCall]:
     """The `RecurrentStack` calls of the task's evaluation loss on `batch`, in call order."""
-    carry = task.zero_carry(model, _batch_size(batch))
-    with capture_stack_calls() as calls:
-        task.loss(model, params, batch, carry, None)
+    calls: list[StackCall] = []
+
+    def record(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
+        stack = module.clone(parent=None)
+        calls.append(StackCall(name, stack, arguments["xs"], arguments.get("lengths")))
+        return call(**arguments)
+
+    with intercepting_stacks(record):
+        _evaluation_loss(task, model, params, batch)
     return calls
 
 
@@ -263,49 +200,45 @@ def _batch_size(batch: Batch) -> int:
     return int(np.shape(batch["inputs"])[0])
 
 
-def _unique_names(calls: list[StackCall]) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for call in calls:
-        seen[call.name] = seen.get(call.name, 0) + 1
-        names.append(call.name if seen[call.name] == 1 else f"{call.name}#{seen[call.name]}")
-    return names
-
-
 def perturbed_loss(
     task: Task, model: nn.Module, params: Params, batch: Batch, deltas: Mapping[str, Any]
 ) -> Array:
-    """The task's evaluation loss with every recurrent stack re-run by `run_stack_call`, its input
-    and layer carries shifted by `deltas[name] = {"input": [b, t, d], "layers": [...]}`."""
-    seen: list[StackCall] = []
+    """The task's evaluation loss with every recurrent stack's input and layer carries shifted by
+    `deltas[name] = {"input": [b, t, d], "layers": [...]}` (see `zero_deltas`)."""
 
-    def interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-        if not _is_stack_call(context):
-            return next_fun(*args, **kwargs)
-        call = _stack_call(context.module, args, kwargs)
-        seen.append(call)
-        delta = deltas[_unique_names(seen)[-1]]
-        carries, ys, _ = run_stack_call(call, call.xs + delta["input"], delta["layers"])
-        return carries, ys
+    def perturb(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
+        delta = deltas[name]
+        arguments["xs"] = arguments["xs"] + delta["input"]
+        return call(**arguments, carry_deltas=delta["layers"])
 
-    carry = task.zero_carry(model, _batch_size(batch))
-    with nn.intercept_methods(interceptor):
-        loss, _ = task.loss(model, params, batch, carry, None)
-    return loss
+    with intercepting_stacks(perturb):
+        return _evaluation_loss(task, model, params, batch)
 
 
 def zero_deltas(calls: list[StackCall]) -> dict[str, Any]:
     """Zero perturbations for every stack call: input `[b, t, d]` and per-layer carries."""
     deltas = {}
-    for name, call in zip(_unique_names(calls), calls, strict=True):
+    for call in calls:
         batch, time = call.xs.shape[:2]
         one = _zero_deltas(call.stack.cell, batch, time, call.xs.dtype)
         layer = (one, one) if call.stack.bidirectional else one
-        deltas[name] = {
+        deltas[call.name] = {
             "input": jnp.zeros_like(call.xs),
             "layers": [layer for _ in range(call.stack.num_layers)],
         }
     return deltas
+
+
+def _per_direction(stack: RecurrentStack, name: str, layers: list[Any]) -> Iterator[tuple]:
+    """`(series prefix, value)` per layer and direction of a stack call: `<name>/layer_<l>` and
+    `<name>/layer_<l>/backward`, the names the run's params and log use."""
+    for index, layer in enumerate(layers):
+        prefix = f"{name}/{recurrence.layer_name(index)}"
+        if stack.bidirectional:
+            yield prefix, layer[0]
+            yield f"{prefix}/backward", layer[1]
+        else:
+            yield prefix, layer
 
 
 def model_grad_flow(task: Task, model: nn.Module, params: Params, batch: Batch) -> GradFlow:
@@ -329,17 +262,12 @@ def model_grad_flow(task: Task, model: nn.Module, params: Params, batch: Batch) 
     loss = lambda deltas: perturbed_loss(task, model, params, batch, deltas) * scale
     grads = jax.jit(jax.grad(loss))(zero_deltas(calls))
     series: GradFlow = {}
-    for name, call in zip(_unique_names(calls), calls, strict=True):
+    for call in calls:
         time = call.xs.shape[1]
         valid = None if call.lengths is None else lengths_to_mask(call.lengths, time)
-        series[f"{name}/input"] = per_step_norms(grads[name]["input"], valid)
-        for index, layer in enumerate(grads[name]["layers"]):
-            prefix = f"{name}/layer_{index}"
-            if call.stack.bidirectional:
-                series.update(_carry_series(call.stack.cell, prefix, layer[0], valid))
-                series.update(_carry_series(call.stack.cell, f"{prefix}/backward", layer[1], valid))
-            else:
-                series.update(_carry_series(call.stack.cell, prefix, layer, valid))
+        series[f"{call.name}/input"] = per_step_norms(grads[call.name]["input"], valid)
+        for prefix, grad in _per_direction(call.stack, call.name, grads[call.name]["layers"]):
+            series.update(_carry_series(call.stack.cell, prefix, grad, valid))
     return series
 
 
@@ -362,11 +290,19 @@ def model_gate_traces(
         `"<stack>/layer_<l>[/backward]"` -> name -> `[b, t, h]` (see `traces.gate_trace`:
         gates, carry leaves such as `c` and `h`, and the layer output `y`).
     """
-    traces = {}
-    calls = stack_calls(task, model, params, batch)
-    for name, call in zip(_unique_names(calls), calls, strict=True):
-        trace_layers = lambda call=call: run_stack_call(call, with_gates=True)
-        _, _, layers = jax.jit(trace_layers)()
-        for layer, trace in layers.items():
-            traces[f"{name}/{layer}"] = {k: np.asarray(v) for k, v in trace.items()}
-    return traces
+
+    def collect(params: Params) -> dict[str, dict[str, Array]]:
+        named: dict[str, dict[str, Array]] = {}
+
+        def trace(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
+            carries, ys, layers = call(**arguments, trace=True)
+            for prefix, layer in _per_direction(module, name, layers):
+                named[prefix] = named_trace(module.cell, layer)
+            return carries, ys
+
+        with intercepting_stacks(trace):
+            _evaluation_loss(task, model, params, batch)
+        return named
+
+    traces = jax.jit(collect)(params)
+    return {layer: {k: np.asarray(v) for k, v in trace.items()} for layer, trace in traces.items()}

@@ -1,11 +1,13 @@
-"""Rebuild a run's task, model and parameters from its directory (config + checkpoints).
+"""Rebuild a run's parameters from its directory (checkpoints), given its task and model.
 
 A run directory written by `rnnlab-train` holds `.hydra/config.yaml` (the composed config) and
-`checkpoints/<step>/`. `load_run` builds the objects exactly as `rnnlab.cli.build` did for the
-run (same cell, backbone fields, `trainer.unroll` override, task settings and seed) and restores
-the parameters of a checkpoint, or returns the run's own initial parameters (`init=True`: the
-`PRNGKey(seed)` split that `rnnlab.train` initialises from), so "at initialisation" diagnostics
-see the very parameters the run started from.
+`checkpoints/<step>/`. The front end builds the task and model from the config exactly as
+`rnnlab.cli.build` did for the run (`rnnlab.cli.saved_run`: same cell, backbone fields,
+`trainer.unroll` override, task settings and seed); `restore_run` then restores the parameters of
+a checkpoint, or returns the run's own initial parameters (`init=True`: the `PRNGKey(seed)` split
+that `rnnlab.train` initialises from), so "at initialisation" diagnostics see the very parameters
+the run started from. `rnnlab.cli.restore_run_dir` does both from a directory alone (the front
+end builds the task and model from the saved config).
 
 A directory that is not a run, a run without the checkpoint asked for, or a damaged config is a
 user error (`RunNotFoundError`, `ConfigError`) whose message names the file and the fix.
@@ -21,10 +23,8 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-from omegaconf import DictConfig
 
 from rnnlab.checkpoint import parse_checkpoint, restore_params, saved_steps
-from rnnlab.cli import build_task_and_model, load_config
 from rnnlab.errors import RunNotFoundError
 from rnnlab.rundir import CHECKPOINT_DIR
 from rnnlab.tasks.base import Batch, Task
@@ -55,59 +55,54 @@ def check_checkpoint(run_dir: str | os.PathLike[str], checkpoint: str | int | No
 
 
 class LoadedRun(NamedTuple):
-    """What `load_run` returns.
+    """What `restore_run` (and `rnnlab.cli.restore_run_dir`) return.
 
     Attributes:
-        cfg: the run's composed config (interpolations resolvable, e.g. `${data_dir}`).
+        cfg: the run's composed config as plain dicts and lists (`${...}` unresolved).
         task: the task, built with the run's seed and training batch size.
         model: the Flax model (`task.build_model(cell, backbone)`).
         params: `variables["params"]` of the checkpoint (or the initial ones).
         step: the checkpoint's step, or None for initial parameters.
     """
 
-    cfg: DictConfig
+    cfg: Mapping[str, Any]
     task: Task
     model: nn.Module
     params: Params
     step: int | None
 
 
-def initial_params(cfg: DictConfig, task: Task, model: nn.Module) -> Params:
+def initial_params(task: Task, model: nn.Module, seed: int) -> Params:
     """The parameters the run started from (`rnnlab.train`'s init key of `PRNGKey(seed)`)."""
-    init_key, _ = jax.random.split(jax.random.PRNGKey(int(cfg.seed)))
+    init_key, _ = jax.random.split(jax.random.PRNGKey(seed))
     return task.init_params(model, init_key)
 
 
-def load_run(
+def restore_run(
     run_dir: str | os.PathLike[str],
+    cfg: Mapping[str, Any],
+    task: Task,
+    model: nn.Module,
+    seed: int,
     checkpoint: str | int | None = "best",
     *,
     init: bool = False,
-    data_dir: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
 ) -> LoadedRun:
-    """Config, task, model and parameters of a run directory.
+    """The parameters of a run directory's checkpoint for its built `task` and `model`.
 
     Args:
-        run_dir: a run directory of `rnnlab-train` (`.hydra/config.yaml`, `checkpoints/`).
+        run_dir: a run directory of `rnnlab-train` (`checkpoints/`).
+        cfg, task, model, seed: the run's, as `rnnlab.cli.saved_run` builds them.
         checkpoint: "best" (falls back to the latest, with a warning, when the run recorded no
             best), "latest"/None, or a step.
         init: return the run's initial parameters instead (no checkpoint needed).
-        data_dir: replaces the config's `data_dir` (data-backed tasks: char_lm, sentiment, ...).
-        overrides: dotted config keys to set before building (e.g. smaller evaluation sets).
-
-    Returns:
-        A `LoadedRun(cfg, task, model, params, step)`.
 
     Raises:
-        RunNotFoundError (a FileNotFoundError): not a run directory, or no (matching)
-            checkpoint.
-        ConfigError: a damaged config or a bad `checkpoint` value.
+        RunNotFoundError (a FileNotFoundError): no (matching) checkpoint.
+        ConfigError: a bad `checkpoint` value.
         RunDirError: the checkpoint is damaged.
     """
-    cfg = load_config(run_dir, data_dir, **dict(overrides or {}))
-    task, model = build_task_and_model(cfg)
-    params = initial_params(cfg, task, model)
+    params = initial_params(task, model, seed)
     if init:
         return LoadedRun(cfg, task, model, params, None)
     step = parse_checkpoint(checkpoint)

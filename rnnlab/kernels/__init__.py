@@ -5,7 +5,7 @@ recurrent weights (a register-blocked AVX-512 kernel over weights packed once pe
 OpenBLAS from the `scipy-openblas32` wheel for other sizes) and the fused gate math, forward
 and backward, split over XLA's intra-op threads. The hoisted input projection and all weight
 gradients stay in XLA, so `rnnlab.recurrence` uses these functions as a drop-in replacement for
-its scans inside the custom-VJP pass (`kernel="auto"|"native"`).
+its scans inside the custom-VJP pass (`backend="auto"|"native"`).
 
 The library is compiled when the package is installed (`setup.py`, optional: without a compiler
 the install still succeeds and `available()` is False, so everything runs on the XLA scan).
@@ -149,7 +149,7 @@ def forward(
     `bias: [g]` (LSTM and Elman only; None for the GRU) is added to `projected` inside the kernel,
     saving XLA a pass over `[t, b, g]`. With `batch_major`, `ys` is written `[b, t, h]` (no
     transpose afterwards). Returns `(ys, h_T, c_T, hs, cs, h_in, gates, aux)`; the last five (the
-    backward's residuals) and `c_T` (non-LSTM) are empty unless `save`/LSTM."""
+    adjoint's residuals) and `c_T` (non-LSTM) are empty unless `save`/LSTM."""
     _require()
     if bias is not None and kind == GRU:
         raise ValueError("the GRU kernel takes its input bias inside `projected`")
@@ -176,7 +176,7 @@ def forward(
     )
 
 
-def backward(
+def adjoint(
     kind: int,
     w_hh: Array,
     c0: Array | None,
@@ -195,7 +195,7 @@ def backward(
     d_c: Array | None,
     batch_major: bool = False,
 ) -> tuple[Array, Array, Array, Array]:
-    """The backward recurrence: `(d_projected, d_recurrent, d_h0, d_c0)`, both `[t, b, g]`
+    """The reverse (adjoint) recurrence: `(d_projected, d_recurrent, d_h0, d_c0)`, both `[t, b, g]`
     pre-activation gradients (the same array except for the GRU's n gate; `d_recurrent` is
     returned as `d_projected` then), and the initial carry's. `d_ys` is `[b, t, h]` with
     `batch_major` (as the forward's `ys`), else `[t, b, h]`."""

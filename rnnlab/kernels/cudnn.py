@@ -1,6 +1,6 @@
 """cuDNN's fused LSTM on NVIDIA GPUs, through `jax.experimental.rnn` (forward and backward).
 
-`recurrence.run(kernel="cudnn")` (opt-in; `RecurrentOptions.kernel`) takes this path for a
+`recurrence.run(backend="cudnn")` (opt-in; `RecurrentOptions.backend`) takes this path for a
 plain `LSTMCell` in float32 on CUDA when nothing needs a per-step hook (resets, recurrent
 dropout, zoneout, an autodiff or per-step-projection request): cuDNN runs the whole sequence,
 all four gates and the weight gradients in its own kernels, as `torch.nn.LSTM` does on CUDA. It
@@ -36,7 +36,7 @@ def unsupported_reason(
     resets: Array | None,
     recurrent_mask: Array | None,
     zoneout_keep: Any,
-    backward: str,
+    vjp: str,
     input_projection: str,
 ) -> str | None:
     """Why `run` with these arguments cannot use cuDNN (None if it can)."""
@@ -50,8 +50,8 @@ def unsupported_reason(
         return "the cuDNN path is float32 only"
     if resets is not None or recurrent_mask is not None or zoneout_keep is not None:
         return "resets, recurrent dropout and zoneout need the per-step scan"
-    if backward != "custom" or input_projection != "hoisted":
-        return 'backward="autodiff" and input_projection="per_step" run on the scan'
+    if vjp != "custom" or input_projection != "hoisted":
+        return 'vjp="autodiff" and input_projection="per_step" run on the scan'
     try:
         _allow_tf32()
     except (NotImplementedError, ValueError) as error:

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from rnnlab import attention as att
 from rnnlab.cells.base import Cell
-from rnnlab.models.common import Backbone, check_choice, merge_directions
+from rnnlab.models.common import Backbone, check_choice
+from rnnlab.recurrence import merge_directions
 from rnnlab.typing import Array, Carry
 
 _query_init = nn.initializers.normal(stddev=0.1)

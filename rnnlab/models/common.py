@@ -47,13 +47,6 @@ def as_variables(params: Params) -> dict[str, Any]:
     return params if "params" in params else {"params": params}
 
 
-def merge_directions(forward: Array, backward: Array, merge: str) -> Array:
-    """Join two directions' `[..., o]` vectors the way the stack joins its outputs."""
-    return (
-        jnp.concatenate([forward, backward], axis=-1) if merge == "concat" else forward + backward
-    )
-
-
 def mask_padding(xs: Array, lengths: Array | None) -> Array:
     """Zero `xs: [b, t, ...]` at steps `>= lengths`, as the recurrence leaves its outputs."""
     if lengths is None:
@@ -91,9 +84,9 @@ class Backbone(nn.Module, kw_only=True):
         recurrent_dropout: variational dropout on the fed-back state (Gal & Ghahramani 2016).
         zoneout: zoneout rate on every carry leaf (Krueger et al. 2017).
         unroll: `lax.scan` unroll factor.
-        backward: "custom" (hand-written reverse pass) or "autodiff".
+        vjp: "custom" (hand-written reverse pass) or "autodiff".
         input_projection: "hoisted" (one matmul over all steps) or "per_step".
-        kernel: "auto", "native", "xla" or "cudnn" (see `rnnlab.recurrence.run`).
+        backend: "auto", "native", "xla" or "cudnn" (see `rnnlab.recurrence.run`).
         attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
             documented per model (`ATTENTION` lists them).
         attention_size: hidden size of additive attention and attention pooling.
@@ -111,9 +104,9 @@ class Backbone(nn.Module, kw_only=True):
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     unroll: int = 1
-    backward: str = "custom"
+    vjp: str = "custom"
     input_projection: str = "hoisted"
-    kernel: str = "auto"
+    backend: str = "auto"
     attention: str = "none"
     attention_size: int = 64
     num_heads: int = 4
@@ -123,15 +116,15 @@ class Backbone(nn.Module, kw_only=True):
         owner = type(self).__name__
         check_choice("attention", self.attention, self.ATTENTION, owner)
         check_choice("merge", self.merge, recurrence.MERGES, owner)
-        check_choice("backward", self.backward, recurrence.BACKWARDS, owner)
+        check_choice("vjp", self.vjp, recurrence.VJPS, owner)
         check_choice("input_projection", self.input_projection, recurrence.INPUT_PROJECTIONS, owner)
-        check_choice("kernel", self.kernel, recurrence.KERNELS, owner)
-        if self.kernel == "native":  # an explicit choice that cannot be honoured stops here
+        check_choice("backend", self.backend, recurrence.BACKEND_CHOICES, owner)
+        if self.backend == "native":  # an explicit choice that cannot be honoured stops here
             reason = recurrence.native_unsupported_options(
-                self.cell, self.backward, self.input_projection
+                self.cell, self.vjp, self.input_projection
             )
             if reason is not None:
-                raise ValueError(f'{owner}.kernel="native" is not possible: {reason}')
+                raise ValueError(f'{owner}.backend="native" is not possible: {reason}')
         if self.num_layers < 1:
             raise ValueError(f"{owner}.num_layers must be >= 1, got {self.num_layers}")
         for name in ("dropout", "recurrent_dropout", "zoneout"):
