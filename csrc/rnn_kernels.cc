@@ -16,25 +16,38 @@
 // zero-sized buffers. The forward can add the input bias to P itself (LSTM, Elman: one XLA pass
 // over [t, b, g] less) and write `ys` batch-major, `[b, t, h]` (attribute `batch_major`, which
 // the backward's `d ys` then follows), so that no transpose is needed around the call. The
-// per-step product uses the packed AVX-512 kernel below when it applies, else cblas_sgemm handed
-// over by the Python loader (OpenBLAS from `scipy-openblas32`), so nothing is linked at build
-// time.
+// per-step product uses the packed AVX-512 kernel when it applies, else cblas_sgemm handed over
+// by the Python loader (OpenBLAS from `scipy-openblas32`), so nothing is linked at build time.
+//
+// One library for any x86-64: this file is compiled for the baseline (`-march=x86-64` unless
+// RNNLAB_NATIVE_ARCH says otherwise) and includes the ISA-dependent code (rnn_kernels_isa.inc)
+// three times, each in its own namespace under `#pragma GCC target`: "avx512" (x86-64-v4's
+// AVX-512 F/CD/BW/DQ/VL, the hand-written 16-lane gate loops and the packed GEMM), "avx2"
+// (x86-64-v3: AVX2 + FMA, compiler-vectorised gate loops, BLAS products) and "scalar" (the
+// baseline: SSE2 only). When the library is loaded, the best ISA the CPU (and OS) supports is
+// chosen with __builtin_cpu_supports, before any kernel runs; the loader may choose another one
+// the CPU supports (RnnlabSelectIsa, `RNNLAB_NATIVE_ISA`). Everything outside the three
+// namespaces, the standard library's inline code included, is baseline code, so no path can
+// execute an instruction its CPU lacks.
+
+#if !defined(__x86_64__) || defined(__clang__)
+#error "rnn_kernels.cc targets x86-64 with GCC (#pragma GCC target); build it with CXX=g++"
+#endif
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <functional>
-#include <memory>
-#include <utility>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <iterator>
+#include <memory>
 #include <string>
 #include <thread>
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -58,289 +71,13 @@ using Out = ffi::ResultBuffer<ffi::F32>;
 inline const float* opt(const F32& b) { return b.element_count() ? b.typed_data() : nullptr; }
 inline float* opt(Out& b) { return b->element_count() ? b->typed_data() : nullptr; }
 
-// exp for float32 (Cephes' expf: Cody-Waite range reduction, degree-6 polynomial, ~1 ulp) written
-// so that the compiler vectorises the gate loops (libm's expf/tanhf calls block vectorisation).
-inline float fast_exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-
-// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no cancellation for large |x|, and
-// for small |x| the absolute error stays at float32 rounding level (what the parity tests need).
-inline float fast_tanh(float x) {
-  const float e = fast_exp(-2.0f * std::fabs(x));
-  const float t = (1.0f - e) / (1.0f + e);
-  return std::copysign(t, x);
-}
-
-#if defined(__AVX512F__)
-// 16-lane versions of the above for the gate loops: the same exp (range reduction and
-// polynomial; the power of two by vscalefps), and the divisions by a reciprocal estimate refined
-// by one Newton step (~1 ulp; vdivps is the slowest instruction in these loops).
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(
-      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-inline __m512 rcp16(__m512 d) {
-  const __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-}
-
-inline __m512 sigmoid16(__m512 x) {
-  const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
-  return rcp16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-inline __m512 tanh16(__m512 x) {
-  const __m512i sign = _mm512_set1_epi32(int32_t(0x80000000u));
-  const __m512i xi = _mm512_castps_si512(x);
-  const __m512 ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, xi));
-  const __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), ax));
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(one, e), rcp16(_mm512_add_ps(one, e)));
-  return _mm512_castsi512_ps(
-      _mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(sign, xi)));
-}
-#endif
-
-// One row of pointwise math. `g` holds the pre-activations on entry and the activations on exit.
-// `sh`, `sc`: the (reset) start carry; `hc`, `cc`: the carry, updated in place. `kh`, `kc`:
-// zoneout keep (nullable). `v`: the row is valid (else the carry stays and `y` is zero).
-// Each loop is kept branch-free so that it vectorises.
-void finish_row(int H, const float* __restrict sh, float* __restrict hc,
-                const float* __restrict kh, const float* __restrict hn, float* __restrict y) {
-  if (kh) {
-    for (int j = 0; j < H; ++j) hc[j] = kh[j] * sh[j] + (1.0f - kh[j]) * hn[j];
-  } else {
-    std::memcpy(hc, hn, H * sizeof(float));
-  }
-  std::memcpy(y, hc, H * sizeof(float));
-}
-
-void lstm_row(int H, float* __restrict g, float* __restrict craw, const float* __restrict sh,
-              const float* __restrict sc, float* __restrict hc, float* __restrict cc,
-              const float* __restrict kh, const float* __restrict kc, bool v,
-              float* __restrict hn, float* __restrict y) {
-  float* __restrict gi = g;
-  float* __restrict gf = g + H;
-  float* __restrict gg = g + 2 * H;
-  float* __restrict go = g + 3 * H;
-  int j0 = 0;
-#if defined(__AVX512F__)
-  for (; j0 + 16 <= H; j0 += 16) {
-    const __m512 i = sigmoid16(_mm512_loadu_ps(gi + j0)), f = sigmoid16(_mm512_loadu_ps(gf + j0));
-    const __m512 gt = tanh16(_mm512_loadu_ps(gg + j0)), o = sigmoid16(_mm512_loadu_ps(go + j0));
-    const __m512 c = _mm512_fmadd_ps(f, _mm512_loadu_ps(sc + j0), _mm512_mul_ps(i, gt));
-    _mm512_storeu_ps(gi + j0, i);
-    _mm512_storeu_ps(gf + j0, f);
-    _mm512_storeu_ps(gg + j0, gt);
-    _mm512_storeu_ps(go + j0, o);
-    _mm512_storeu_ps(craw + j0, c);
-    _mm512_storeu_ps(hn + j0, _mm512_mul_ps(o, tanh16(c)));
-  }
-#endif
-  for (int j = j0; j < H; ++j) {
-    const float i = sigmoid(gi[j]), f = sigmoid(gf[j]), gt = fast_tanh(gg[j]);
-    const float o = sigmoid(go[j]);
-    const float c = f * sc[j] + i * gt;
-    gi[j] = i;
-    gf[j] = f;
-    gg[j] = gt;
-    go[j] = o;
-    craw[j] = c;
-    hn[j] = o * fast_tanh(c);
-  }
-  if (!v) {
-    std::memset(y, 0, H * sizeof(float));
-    return;
-  }
-  if (kc) {
-    for (int j = 0; j < H; ++j) cc[j] = kc[j] * sc[j] + (1.0f - kc[j]) * craw[j];
-  } else {
-    std::memcpy(cc, craw, H * sizeof(float));
-  }
-  finish_row(H, sh, hc, kh, hn, y);
-}
-
-void gru_row(int H, const float* __restrict p, const float* __restrict r_pre, float* __restrict g,
-             float* __restrict rn_out, const float* __restrict b_hn, const float* __restrict sh,
-             float* __restrict hc, const float* __restrict kh, bool v, float* __restrict hn,
-             float* __restrict y) {
-  for (int j = 0; j < H; ++j) {
-    const float r = sigmoid(p[j] + r_pre[j]);
-    const float z = sigmoid(p[H + j] + r_pre[H + j]);
-    const float rn = r_pre[2 * H + j] + b_hn[j];
-    const float n = fast_tanh(p[2 * H + j] + r * rn);
-    g[j] = r;
-    g[H + j] = z;
-    g[2 * H + j] = n;
-    rn_out[j] = rn;
-    hn[j] = (1.0f - z) * n + z * sh[j];
-  }
-  if (!v) {
-    std::memset(y, 0, H * sizeof(float));
-    return;
-  }
-  finish_row(H, sh, hc, kh, hn, y);
-}
-
-void elman_row(int H, bool relu, float* __restrict g, const float* __restrict sh,
-               float* __restrict hc, const float* __restrict kh, bool v, float* __restrict y) {
-  if (relu) {
-    for (int j = 0; j < H; ++j) g[j] = std::max(g[j], 0.0f);
-  } else {
-    for (int j = 0; j < H; ++j) g[j] = fast_tanh(g[j]);
-  }
-  if (!v) {
-    std::memset(y, 0, H * sizeof(float));
-    return;
-  }
-  finish_row(H, sh, hc, kh, g, y);
-}
-
-// Gradients of one row's gate math: `a` = d new h, `c` = d new c (after zoneout's share).
-void lstm_grad_row(int H, const float* __restrict g, const float* __restrict sc,
-                   const float* __restrict craw, const float* __restrict a,
-                   const float* __restrict c, float* __restrict dp, float* __restrict dsc) {
-  for (int j = 0; j < H; ++j) {
-    const float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-    const float tc = fast_tanh(craw[j]);
-    const float dcell = c[j] + a[j] * o * (1.0f - tc * tc);
-    dp[j] = dcell * gg * i * (1.0f - i);
-    dp[H + j] = dcell * sc[j] * f * (1.0f - f);
-    dp[2 * H + j] = dcell * i * (1.0f - gg * gg);
-    dp[3 * H + j] = a[j] * tc * o * (1.0f - o);
-    dsc[j] += dcell * f;
-  }
-}
-
-void gru_grad_row(int H, const float* __restrict g, const float* __restrict sh,
-                  const float* __restrict rn, const float* __restrict a, float* __restrict dp,
-                  float* __restrict dr, float* __restrict dsh) {
-  for (int j = 0; j < H; ++j) {
-    const float rr = g[j], z = g[H + j], n = g[2 * H + j];
-    const float dz = a[j] * (sh[j] - n), dn = a[j] * (1.0f - z);
-    const float dnp = dn * (1.0f - n * n);
-    const float drp = dnp * rn[j] * rr * (1.0f - rr), dzp = dz * z * (1.0f - z);
-    dp[j] = drp;
-    dp[H + j] = dzp;
-    dp[2 * H + j] = dnp;
-    dr[j] = drp;
-    dr[H + j] = dzp;
-    dr[2 * H + j] = dnp * rr;
-    dsh[j] += a[j] * z;
-  }
-}
-
-// ----------------------------------------------------------------------------- packed GEMM
-//
-// The recurrent matrix is the same at every step, so it is packed once per call into 32-column
-// panels (`[n / 32][k][32]`, contiguous in the order the micro-kernel reads it) and each step's
-// `C (+)= A @ B` runs an AVX-512 8x32 register-blocked micro-kernel over them: no per-call
-// packing as in a general BLAS call (which dominates at these small batch sizes). Used when the
-// library is compiled with AVX-512 and n, k are multiples of 32; otherwise BLAS.
-
-constexpr int kPanel = 32;
-
-#if defined(__AVX512F__)
-constexpr bool kHavePacked = true;
-
-// Packs the k x n matrix B (element (k, j) at b[k * sk + j * sj]) into panels.
-std::vector<float> pack_panels(const float* b, int K, int N, size_t sk, size_t sj) {
-  std::vector<float> out(size_t(K) * N);
-  for (int p = 0; p < N / kPanel; ++p)
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < kPanel; ++j)
-        out[(size_t(p) * K + k) * kPanel + j] = b[k * sk + (size_t(p) * kPanel + j) * sj];
-  return out;
-}
-
-template <int MR>
-inline void micro_kernel(int K, const float* __restrict a, size_t lda,
-                         const float* __restrict bp, float* __restrict c, size_t ldc,
-                         bool accumulate) {
-  __m512 acc0[MR], acc1[MR];
-  for (int r = 0; r < MR; ++r) {
-    acc0[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
-    acc1[r] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
-  }
-  for (int k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(bp + size_t(k) * kPanel);
-    const __m512 b1 = _mm512_loadu_ps(bp + size_t(k) * kPanel + 16);
-    for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
-      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-    }
-  }
-  for (int r = 0; r < MR; ++r) {
-    _mm512_storeu_ps(c + r * ldc, acc0[r]);
-    _mm512_storeu_ps(c + r * ldc + 16, acc1[r]);
-  }
-}
-
-// C[:, p0*32 : p1*32] (+)= A @ B for panels [p0, p1) of the packed B; A is M x K.
-void packed_gemm(int M, int K, const float* a, size_t lda, const float* packed, int p0, int p1,
-                 float* c, size_t ldc, bool accumulate) {
-  for (int p = p0; p < p1; ++p) {
-    const float* bp = packed + size_t(p) * K * kPanel;
-    float* cp = c + size_t(p) * kPanel;
-    int m = 0;
-    for (; m + 8 <= M; m += 8)
-      micro_kernel<8>(K, a + m * lda, lda, bp, cp + m * ldc, ldc, accumulate);
-    const float* ar = a + m * lda;
-    float* cr = cp + m * ldc;
-    switch (M - m) {
-      case 7: micro_kernel<7>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 6: micro_kernel<6>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 5: micro_kernel<5>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 4: micro_kernel<4>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 3: micro_kernel<3>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 2: micro_kernel<2>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      case 1: micro_kernel<1>(K, ar, lda, bp, cr, ldc, accumulate); break;
-      default: break;
-    }
-  }
-}
-#else
-constexpr bool kHavePacked = false;
-std::vector<float> pack_panels(const float*, int, int, size_t, size_t) { return {}; }
-void packed_gemm(int, int, const float*, size_t, const float*, int, int, float*, size_t, bool) {}
-#endif
-
-inline bool use_packed(int K, int N) {
+// Whether the packed kernel may be used at all (RNNLAB_NATIVE_GEMM=blas turns it off, to compare).
+inline bool packed_enabled() {
   static const bool enabled = [] {
     const char* env = std::getenv("RNNLAB_NATIVE_GEMM");
     return !(env && std::string(env) == "blas");
   }();
-  return kHavePacked && enabled && K % kPanel == 0 && N % kPanel == 0;
+  return enabled;
 }
 
 // ----------------------------------------------------------------------------- threading
@@ -454,277 +191,134 @@ inline std::pair<int, int> chunk(int c, int n, int size, int align) {
 // Two threads only pay off once a step has enough work (measured on 2 cores: ~b*g*h >= 2^18).
 inline bool worth_parallel(int B, int G, int H) { return int64_t(B) * G * H >= (1 << 18); }
 
+// ----------------------------------------------------------------------------- one copy per ISA
+//
+// The target lists name exactly the features `supports_*` below checks.
+
+namespace scalar {
+#define RNNLAB_AVX512 0
+#include "rnn_kernels_isa.inc"
+#undef RNNLAB_AVX512
+}  // namespace scalar
+
+#pragma GCC push_options
+#pragma GCC target("sse4.2,popcnt,avx,avx2,fma,bmi,bmi2")
+namespace avx2 {
+#define RNNLAB_AVX512 0
+#include "rnn_kernels_isa.inc"
+#undef RNNLAB_AVX512
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("sse4.2,popcnt,avx,avx2,fma,bmi,bmi2,avx512f,avx512cd,avx512bw,avx512dq," \
+                   "avx512vl,prefer-vector-width=512")
+namespace avx512 {
+#define RNNLAB_AVX512 1
+#include "rnn_kernels_isa.inc"
+#undef RNNLAB_AVX512
+}  // namespace avx512
+#pragma GCC pop_options
+
+// ----------------------------------------------------------------------------- dispatch
+
+bool supports_scalar() { return true; }
+
+bool supports_avx2() {
+  __builtin_cpu_init();  // may run before libgcc's own initialiser (we are called at load time)
+  return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt") &&
+         __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("bmi2");
+}
+
+// __builtin_cpu_supports reports AVX-512 only when the OS saves the zmm state (XCR0) too.
+bool supports_avx512() {
+  return supports_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+struct Isa {
+  const char* name;
+  bool (*supported)();
+  decltype(&scalar::Forward) forward;
+  decltype(&scalar::Backward) backward;
+};
+
+// Best first.
+const Isa kIsas[] = {
+    {"avx512", supports_avx512, avx512::Forward, avx512::Backward},
+    {"avx2", supports_avx2, avx2::Forward, avx2::Backward},
+    {"scalar", supports_scalar, scalar::Forward, scalar::Backward},
+};
+
+const Isa* best_isa() {
+  for (const Isa& isa : kIsas)
+    if (isa.supported()) return &isa;
+  return &kIsas[std::size(kIsas) - 1];
+}
+
+// Chosen when the library is loaded, so that no call can run before the CPU check.
+std::atomic<const Isa*> chosen{best_isa()};
+
+std::string isa_names(bool supported_only) {
+  std::string names;
+  for (const Isa& isa : kIsas) {
+    if (supported_only && !isa.supported()) continue;
+    names += (names.empty() ? "" : ",") + std::string(isa.name);
+  }
+  return names;
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
                    F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 b_hn_b, F32 bias_b, Out ys, Out hT,
                    Out cT, Out hs_b, Out cs_b, Out hin_b, Out gates_b, Out aux_b, int32_t kind,
                    int32_t batch_major) {
-  const auto pd = P.dimensions();
-  if (pd.size() != 3) return ffi::Error::InvalidArgument("P must be [t, b, g]");
-  const int T = pd[0], B = pd[1], G = pd[2];
-  const int H = W.dimensions()[1];
-  const bool lstm = kind == kLSTM, gru = kind == kGRU;
-  const float *valid = opt(valid_b), *reset = opt(reset_b), *mask = opt(mask_b);
-  const float *keep_c = opt(keep_c_b), *keep_h = opt(keep_h_b), *b_hn = opt(b_hn_b);
-  const float* bias = gru ? nullptr : opt(bias_b);  // added to P (the GRU's bias stays in P)
-  float *hs = opt(hs_b), *cs = opt(cs_b), *hin_all = opt(hin_b), *gates = opt(gates_b);
-  float* aux = opt(aux_b);
-  const bool save = gates != nullptr;
-  const size_t BH = size_t(B) * H, BG = size_t(B) * G;
-  if (T == 0 || B == 0) {
-    std::memcpy(hT->typed_data(), h0.typed_data(), BH * sizeof(float));
-    if (lstm) std::memcpy(cT->typed_data(), c0.typed_data(), BH * sizeof(float));
-    return ffi::Error::Success();
-  }
-
-  float* hc = hT->typed_data();
-  float* cc = lstm ? cT->typed_data() : nullptr;
-  std::memcpy(hc, h0.typed_data(), BH * sizeof(float));
-  if (lstm) std::memcpy(cc, c0.typed_data(), BH * sizeof(float));
-  std::vector<float> g_scratch(save ? 0 : BG), hin_scratch(save ? 0 : BH);
-  std::vector<float> rec(gru ? BG : 0), aux_scratch(save ? 0 : BH);
-  std::vector<float> sh(BH), sc(lstm ? BH : 0), zeros(H, 0.0f), hn(BH);
-  float* y_all = ys->typed_data();
-  const float* w = W.typed_data();
-  auto gates_at = [&](int t) { return save ? gates + t * BG : g_scratch.data(); };
-  auto hin_at = [&](int t) { return save ? hin_all + t * BH : hin_scratch.data(); };
-
-  // Step t's start carry (reset) and the vector that multiplies W (dropout mask), row b.
-  auto prepare = [&](int t, int b) {
-    const size_t row = size_t(b) * H;
-    const bool r = reset && reset[size_t(t) * B + b] > 0;
-    std::memcpy(sh.data() + row, r ? zeros.data() : hc + row, H * sizeof(float));
-    if (lstm) std::memcpy(sc.data() + row, r ? zeros.data() : cc + row, H * sizeof(float));
-    float* __restrict hrow = hin_at(t) + row;
-    const float* __restrict srow = sh.data() + row;
-    if (mask) {
-      const float* __restrict m = mask + row;
-      for (int j = 0; j < H; ++j) hrow[j] = srow[j] * m[j];
-    } else {
-      std::memcpy(hrow, srow, H * sizeof(float));
-    }
-  };
-  // Columns [n0, n1) of step t's pre-activations: P[t] + h_in @ W^T (GRU: h_in @ W^T alone).
-  // B = W^T (k = h, j = g): element (k, j) at w[j * H + k].
-  const bool packed = use_packed(H, G);
-  const std::vector<float> wp = packed ? pack_panels(w, H, G, 1, H) : std::vector<float>();
-  auto matmul = [&](int t, int n0, int n1) {
-    if (n1 <= n0) return;
-    const float* hin = hin_at(t);
-    if (packed && gru) {
-      packed_gemm(B, H, hin, H, wp.data(), n0 / kPanel, n1 / kPanel, rec.data(), G, false);
-      return;
-    }
-    if (gru) {
-      sgemm(kRowMajor, kNoTrans, kTrans, B, n1 - n0, H, 1.0f, hin, H,
-                        w + size_t(n0) * H, H, 0.0f, rec.data() + n0, G);
-      return;
-    }
-    float* gt = gates_at(t);
-    const float* pt = P.typed_data() + t * BG;
-    for (int b = 0; b < B; ++b) {
-      float* __restrict dst = gt + size_t(b) * G + n0;
-      const float* __restrict src = pt + size_t(b) * G + n0;
-      if (bias) {
-        const float* __restrict bs = bias + n0;
-        for (int j = 0; j < n1 - n0; ++j) dst[j] = src[j] + bs[j];
-      } else {
-        std::memcpy(dst, src, (n1 - n0) * sizeof(float));
-      }
-    }
-    if (packed) {
-      packed_gemm(B, H, hin, H, wp.data(), n0 / kPanel, n1 / kPanel, gt, G, true);
-      return;
-    }
-    sgemm(kRowMajor, kNoTrans, kTrans, B, n1 - n0, H, 1.0f, hin, H, w + size_t(n0) * H,
-                      H, 1.0f, gt + n0, G);
-  };
-  // The gate math of step t, row b, then the next step's inputs for that row.
-  auto pointwise = [&](int t, int b) {
-    float* gt = gates_at(t);
-    float* at = save ? aux + t * BH : aux_scratch.data();
-    const bool v = !valid || valid[size_t(t) * B + b] > 0;
-    const size_t row = size_t(b) * H, off = (size_t(t) * B + b) * H;
-    const float* kh = keep_h ? keep_h + off : nullptr;
-    const float* kc = keep_c ? keep_c + off : nullptr;
-    float* y = y_all + (batch_major ? (size_t(b) * T + t) * H : off);
-    const float* shr = sh.data() + row;
-    if (lstm) {
-      lstm_row(H, gt + b * size_t(G), at + row, shr, sc.data() + row, hc + row, cc + row, kh, kc,
-               v, hn.data() + row, y);
-    } else if (gru) {
-      gru_row(H, P.typed_data() + t * BG + b * size_t(G), rec.data() + b * size_t(G),
-              gt + b * size_t(G), at + row, b_hn, shr, hc + row, kh, v, hn.data() + row, y);
-    } else {
-      elman_row(H, kind == kRelu, gt + b * size_t(G), shr, hc + row, kh, v, y);
-    }
-    if (save) {
-      std::memcpy(hs + t * BH + row, hc + row, H * sizeof(float));
-      if (lstm) std::memcpy(cs + t * BH + row, cc + row, H * sizeof(float));
-    }
-    if (t + 1 < T) prepare(t + 1, b);
-  };
-
-  Workers workers(pool, worth_parallel(B, G, H));
-  const int n = workers.size();
-  for (int b = 0; b < B; ++b) prepare(0, b);
-  int t = 0;
-  const std::function<void(int)> matmul_chunk = [&](int c) {
-    auto [n0, n1] = chunk(c, n, G, kPanel);
-    matmul(t, n0, n1);
-  };
-  const std::function<void(int)> pointwise_chunk = [&](int c) {
-    auto [b0, b1] = chunk(c, n, B, 1);
-    for (int b = b0; b < b1; ++b) pointwise(t, b);
-  };
-  for (; t < T; ++t) {
-    workers.run(n, matmul_chunk);
-    workers.run(n, pointwise_chunk);
-  }
-  return ffi::Error::Success();
+  return chosen.load(std::memory_order_relaxed)
+      ->forward(pool, P, W, c0, h0, valid_b, reset_b, mask_b, keep_c_b, keep_h_b, b_hn_b, bias_b,
+                ys, hT, cT, hs_b, cs_b, hin_b, gates_b, aux_b, kind, batch_major);
 }
 
-// Backward. Inputs: the forward's residuals; outputs: the gradient of the projected input
-// (`d_proj`, also the recurrent pre-activation's gradient except for the GRU, whose n gate
-// differs: `d_rec`), and of the initial carry.
 ffi::Error Backward(ffi::ThreadPool pool, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
                     F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 gates_b, F32 aux_b, F32 hs_b,
                     F32 cs_b, F32 dys_b, F32 dhT, F32 dcT, Out dproj_b, Out drec_b, Out dh0,
                     Out dc0, int32_t kind, int32_t batch_major) {
-  const auto gd = gates_b.dimensions();
-  const int T = gd[0], B = gd[1], G = gd[2];
-  const int H = W.dimensions()[1];
-  const bool lstm = kind == kLSTM, gru = kind == kGRU;
-  const float *valid = opt(valid_b), *reset = opt(reset_b), *mask = opt(mask_b);
-  const float *keep_c = opt(keep_c_b), *keep_h = opt(keep_h_b);
-  const float *gates = gates_b.typed_data(), *aux = opt(aux_b), *hs = hs_b.typed_data();
-  const float* cs = opt(cs_b);
-  const float* dys = dys_b.typed_data();
-  float* dproj = dproj_b->typed_data();
-  float* drec = gru ? drec_b->typed_data() : dproj;
-  const size_t BH = size_t(B) * H, BG = size_t(B) * G;
-
-  float* dh = dh0->typed_data();  // running gradient of the carry after step t
-  float* dc = lstm ? dc0->typed_data() : nullptr;
-  std::memcpy(dh, dhT.typed_data(), BH * sizeof(float));
-  if (lstm) std::memcpy(dc, dcT.typed_data(), BH * sizeof(float));
-  if (T == 0 || B == 0) return ffi::Error::Success();
-  std::vector<float> dsh(BH), dsc(lstm ? BH : 0), dhin(BH), dnh(BH), dnc(lstm ? BH : 0);
-  const std::vector<float> zeros(H, 0.0f), ones(H, 1.0f);
-
-  // Step t's gradient wrt its start carry, row b, into the running carry gradient (needs dhin).
-  auto finish = [&](int t, int b) {
-    const size_t row = size_t(b) * H;
-    const bool v = !valid || valid[size_t(t) * B + b] > 0;
-    const bool r = reset && reset[size_t(t) * B + b] > 0;
-    if (!v) return;  // d carry_prev = d carry (unchanged)
-    float* __restrict dh_r = dh + row;
-    if (r) {  // the previous carry was replaced by zeros
-      std::memset(dh_r, 0, H * sizeof(float));
-      if (lstm) std::memset(dc + row, 0, H * sizeof(float));
-      return;
-    }
-    const float* __restrict m = mask ? mask + row : ones.data();
-    const float* __restrict s = dsh.data() + row;
-    const float* __restrict d = dhin.data() + row;
-    for (int j = 0; j < H; ++j) dh_r[j] = s[j] + d[j] * m[j];
-    if (lstm) std::memcpy(dc + row, dsc.data() + row, H * sizeof(float));
-  };
-  // The gate math's gradients of step t, row b (after finishing step t + 1 for that row).
-  auto pointwise = [&](int t, int b) {
-    if (t + 1 < T) finish(t + 1, b);
-    const float* hprev = t > 0 ? hs + (t - 1) * BH : h0.typed_data();
-    const float* cprev = lstm ? (t > 0 ? cs + (t - 1) * BH : c0.typed_data()) : nullptr;
-    const size_t row = size_t(b) * H, off = (size_t(t) * B + b) * H;
-    const bool v = !valid || valid[size_t(t) * B + b] > 0;
-    const bool r = reset && reset[size_t(t) * B + b] > 0;
-    float* __restrict dp = dproj + t * BG + b * size_t(G);
-    float* __restrict dr = drec + t * BG + b * size_t(G);
-    float* __restrict dsh_r = dsh.data() + row;
-    float* __restrict dsc_r = lstm ? dsc.data() + row : nullptr;
-    if (!v) {  // padding: the carry passes through, nothing else gets a gradient
-      std::fill(dp, dp + G, 0.0f);
-      if (gru) std::fill(dr, dr + G, 0.0f);
-      return;
-    }
-    // Gradient of the new carry (before zoneout); y is the new h in every cell.
-    const float* __restrict dy = dys + (batch_major ? (size_t(b) * T + t) * H : off);
-    const float* __restrict dh_r = dh + row;
-    float* __restrict a = dnh.data() + row;
-    for (int j = 0; j < H; ++j) a[j] = dh_r[j] + dy[j];
-    if (lstm) std::memcpy(dnc.data() + row, dc + row, H * sizeof(float));
-    if (keep_h) {
-      const float* __restrict kh = keep_h + off;
-      for (int j = 0; j < H; ++j) {
-        dsh_r[j] = kh[j] * a[j];
-        a[j] *= 1.0f - kh[j];
-      }
-      if (lstm) {
-        const float* __restrict kc = keep_c + off;
-        float* __restrict c = dnc.data() + row;
-        for (int j = 0; j < H; ++j) {
-          dsc_r[j] = kc[j] * c[j];
-          c[j] *= 1.0f - kc[j];
-        }
-      }
-    } else {
-      std::memset(dsh_r, 0, H * sizeof(float));
-      if (lstm) std::memset(dsc_r, 0, H * sizeof(float));
-    }
-    const float* __restrict g = gates + t * BG + b * size_t(G);
-    const float* __restrict sh = r ? zeros.data() : hprev + row;
-    if (lstm) {
-      lstm_grad_row(H, g, r ? zeros.data() : cprev + row, aux + off, a, dnc.data() + row, dp,
-                    dsc_r);
-    } else if (gru) {
-      gru_grad_row(H, g, sh, aux + off, a, dp, dr, dsh_r);
-    } else if (kind == kRelu) {
-      for (int j = 0; j < H; ++j) dp[j] = g[j] > 0.0f ? a[j] : 0.0f;
-    } else {
-      for (int j = 0; j < H; ++j) dp[j] = a[j] * (1.0f - g[j] * g[j]);
-    }
-  };
-
-  Workers workers(pool, worth_parallel(B, G, H));
-  const int n = workers.size();
-  int t = T - 1;
-  const std::function<void(int)> pointwise_chunk = [&](int c) {
-    auto [b0, b1] = chunk(c, n, B, 1);
-    for (int b = b0; b < b1; ++b) pointwise(t, b);
-  };
-  // d h_in = d_rec @ W (columns [n0, n1) of it).
-  // B = W (k = g, j = h): element (k, j) at W[k * H + j].
-  const bool packed = use_packed(G, H);
-  const std::vector<float> wp =
-      packed ? pack_panels(W.typed_data(), G, H, H, 1) : std::vector<float>();
-  const std::function<void(int)> matmul_chunk = [&](int c) {
-    auto [n0, n1] = chunk(c, n, H, kPanel);
-    if (n1 <= n0) return;
-    if (packed) {
-      packed_gemm(B, G, drec + t * BG, G, wp.data(), n0 / kPanel, n1 / kPanel, dhin.data(), H,
-                  false);
-      return;
-    }
-    sgemm(kRowMajor, kNoTrans, kNoTrans, B, n1 - n0, G, 1.0f, drec + t * BG, G,
-                      W.typed_data() + n0, H, 0.0f, dhin.data() + n0, H);
-  };
-  for (; t >= 0; --t) {
-    workers.run(n, pointwise_chunk);
-    workers.run(n, matmul_chunk);
-  }
-  for (int b = 0; b < B; ++b) finish(0, b);
-  return ffi::Error::Success();
+  return chosen.load(std::memory_order_relaxed)
+      ->backward(pool, W, c0, h0, valid_b, reset_b, mask_b, keep_c_b, keep_h_b, gates_b, aux_b,
+                 hs_b, cs_b, dys_b, dhT, dcT, dproj_b, drec_b, dh0, dc0, kind, batch_major);
 }
 
 }  // namespace
 
 // The exported symbols (the library is built with -fvisibility=hidden).
-extern "C" __attribute__((visibility("default"))) void RnnlabSetSgemm(void* fn) {
-  sgemm = reinterpret_cast<SgemmFn>(fn);
+#define RNNLAB_EXPORT extern "C" __attribute__((visibility("default")))
+
+RNNLAB_EXPORT void RnnlabSetSgemm(void* fn) { sgemm = reinterpret_cast<SgemmFn>(fn); }
+
+// The ISA the kernels run on: "avx512", "avx2" or "scalar".
+RNNLAB_EXPORT const char* RnnlabIsa() { return chosen.load()->name; }
+
+// Every ISA built in ("avx512,avx2,scalar"), or only those this CPU runs; best first.
+RNNLAB_EXPORT const char* RnnlabIsas(int supported_only) {
+  static const std::string all = isa_names(false), here = isa_names(true);
+  return (supported_only ? here : all).c_str();
 }
 
-extern "C" __attribute__((visibility("default"))) XLA_FFI_Error* RnnlabForward(XLA_FFI_CallFrame*);
-extern "C" __attribute__((visibility("default"))) XLA_FFI_Error* RnnlabBackward(
-    XLA_FFI_CallFrame*);
+// Runs the kernels on ISA `name` from now on; 1 on success, 0 (nothing changed) when `name` is
+// not built in or this CPU cannot run it. Call it before the first kernel call.
+RNNLAB_EXPORT int RnnlabSelectIsa(const char* name) {
+  for (const Isa& isa : kIsas) {
+    if (std::string(isa.name) != name) continue;
+    if (!isa.supported()) return 0;
+    chosen.store(&isa);
+    return 1;
+  }
+  return 0;
+}
+
+RNNLAB_EXPORT XLA_FFI_Error* RnnlabForward(XLA_FFI_CallFrame*);
+RNNLAB_EXPORT XLA_FFI_Error* RnnlabBackward(XLA_FFI_CallFrame*);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, Forward,
                               ffi::Ffi::Bind()

@@ -14,3 +14,68 @@ def weighted_loss(ys: jax.Array, carry) -> jax.Array:
     for leaf in jax.tree_util.tree_leaves(carry):
         total = total + jnp.sum(jnp.sin(leaf))
     return total
+
+
+ISA_PARITY_HIDDEN = (20, 32)
+"""Hidden sizes of `isa_parity_errors`, taken in turn by the cells: 20 takes the BLAS product and
+leaves a remainder after the 16-lane gate loop; 32 takes the packed GEMM (on the AVX-512 path)."""
+
+
+def isa_parity_errors() -> dict[str, float]:
+    """For every cell with a native kernel (discovered from `conf/cell/`), at the hidden sizes of
+    `ISA_PARITY_HIDDEN` in turn: the largest difference `|native - xla| / (1 + |xla|)` between the
+    native kernel and the XLA scan over the loss, outputs, final carry and every gradient
+    (params, inputs, initial carry), under lengths, resets and recurrent dropout; tiny shapes
+    (`[b=3, t=4, d=3]`).
+
+    Run in a subprocess per ISA by `tests/test_kernel_isa.py` (`RNNLAB_NATIVE_ISA` is read when
+    the library is loaded, once per process)."""
+    from rnnlab import recurrence
+    from tests.cell_configs import build_cell, cells_declaring
+
+    batch, time, size = 3, 4, 3
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    xs = jax.random.normal(keys[0], (batch, time, size))
+    lengths = jnp.array([4, 2, 1])
+    resets = jax.random.bernoulli(keys[1], 0.3, (batch, time))
+    errors = {}
+    for i, name in enumerate(cells_declaring("native_kernel")):
+        hidden = ISA_PARITY_HIDDEN[i % len(ISA_PARITY_HIDDEN)]
+        cell = build_cell(name, hidden)
+        params = cell.init(keys[2], size)
+        mask = recurrence.recurrent_dropout_mask(keys[3], 0.3, (batch, hidden), xs.dtype)
+        carry0 = jax.tree_util.tree_map(
+            lambda c: jax.random.normal(keys[4], c.shape), cell.initial_carry(batch)
+        )
+
+        def loss(params, xs, carry0, backend, cell=cell, mask=mask):
+            carry, ys = recurrence.run(
+                cell,
+                params,
+                xs,
+                initial_carry=carry0,
+                lengths=lengths,
+                resets=resets,
+                recurrent_mask=mask,
+                backend=backend,
+            )
+            return weighted_loss(ys, carry), (carry, ys)
+
+        grad = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True), static_argnums=3)
+        native, xla = (grad(params, xs, carry0, backend) for backend in ("native", "xla"))
+        pairs = zip(jax.tree_util.tree_leaves(native), jax.tree_util.tree_leaves(xla), strict=True)
+        errors[f"{name}-h{hidden}"] = max(
+            float(jnp.max(jnp.abs(a - b) / (1 + jnp.abs(b)))) for a, b in pairs
+        )
+    return errors
+
+
+if __name__ == "__main__":
+    import json
+
+    from rnnlab import kernels
+
+    report = {"isa": kernels.isa(), "reason": kernels.unavailable_reason()}
+    if report["reason"] is None:
+        report["errors"] = isa_parity_errors()
+    print(json.dumps(report))

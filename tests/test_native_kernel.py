@@ -3,7 +3,9 @@
 Outputs, final carries and every gradient (params, inputs, initial carry) must agree to 1e-5 with
 `backend="xla"` under lengths, resets, reverse, bidirectional layers, recurrent dropout, zoneout and
 stacks. Skipped when the library is not built, unless `RNNLAB_REQUIRE_NATIVE=1` (then missing it
-fails)."""
+fails). The kernels run on the best ISA the CPU has; `RNNLAB_NATIVE_ISA=avx2` (or `scalar`) runs
+this file on another path, with the same tolerance (`tests/test_kernel_isa.py` runs a subset under
+every ISA)."""
 
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def test_run_matches_scan(name, options):
 @needs_native
 @pytest.mark.parametrize("name", NATIVE)
 def test_packed_kernel_sizes_match_scan(name):
-    """Hidden sizes that are multiples of 32 take the packed AVX-512 product (where built);
+    """Hidden sizes that are multiples of 32 take the packed AVX-512 product (on that path);
     11 rows exercise the 8-row blocks and their remainder."""
     cell = build_cell(name, 32)
     batch, time, size = 11, 5, 8

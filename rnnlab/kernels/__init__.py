@@ -8,9 +8,13 @@ gradients stay in XLA, so `rnnlab.recurrence` uses these functions as a drop-in 
 its scans inside the custom-VJP pass (`backend="auto"|"native"`).
 
 The library is compiled when the package is installed (`setup.py`, optional: without a compiler
-the install still succeeds and `available()` is False, so everything runs on the XLA scan).
-Set `RNNLAB_NATIVE=0` to ignore a built library, `RNNLAB_NATIVE_GEMM=blas` to use OpenBLAS for
-every per-step product (for comparison with the packed kernel).
+the install still succeeds and `available()` is False, so everything runs on the XLA scan). It is
+built for any x86-64 and holds the kernels three times, for AVX-512, AVX2 and the baseline
+("scalar": SSE2); the best one the CPU supports is chosen when it is loaded (`isa()`).
+Set `RNNLAB_NATIVE=0` to ignore a built library, `RNNLAB_NATIVE_ISA=avx512|avx2|scalar` to run
+another ISA (one the CPU supports; else `available()` is False and `unavailable_reason()` says
+why), `RNNLAB_NATIVE_GEMM=blas` to use OpenBLAS for every per-step product (for comparison with
+the packed kernel).
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ parameter layout each kind computes: "lstm" the plain LSTM (gates i, f, g, o; `w
 `w_hh: [4h, h]`, `b`), "gru" the reset-after GRU (r, z, n; `b_hn` inside the reset gate), "tanh"
 and "relu" the Elman RNN (`w_ih: [h, d]`, `w_hh: [h, h]`, `b`)."""
 
+ISAS = ("avx512", "avx2", "scalar")
+"""The instruction sets the library holds the kernels for, best first (`kIsas` in
+`csrc/rnn_kernels.cc`): "avx512" (AVX-512 F/CD/BW/DQ/VL; the packed GEMM and 16-lane gate loops),
+"avx2" (AVX2 + FMA; BLAS products), "scalar" (baseline x86-64, SSE2; BLAS products)."""
+
+ISA_ENV = "RNNLAB_NATIVE_ISA"
+"""Environment variable naming the instruction set to run the kernels on ("auto" or unset: the
+best the CPU supports), read once, when the library is loaded."""
+
 FORWARD_TARGET = "rnnlab_native_forward"
 BACKWARD_TARGET = "rnnlab_native_backward"
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +58,7 @@ def _blas_sgemm() -> Any:
     """OpenBLAS's `cblas_sgemm` (from the `scipy-openblas32` dependency), single-threaded: the
     kernels split each step across XLA's intra-op threads themselves. It is only the fallback
     for sizes the built-in packed AVX-512 kernel does not take (hidden size not a multiple of 32,
-    or a build without AVX-512)."""
+    or a CPU, or a chosen `RNNLAB_NATIVE_ISA`, without AVX-512)."""
     import scipy_openblas32
 
     name = f"lib{scipy_openblas32.get_library()}.so"
@@ -54,20 +67,51 @@ def _blas_sgemm() -> Any:
     return lib.scipy_cblas_sgemm
 
 
-@functools.cache
-def _load() -> str | None:
-    """Load the library and register its FFI targets; None on success, else why not."""
-    if os.environ.get("RNNLAB_NATIVE", "1") == "0":
-        return "disabled by RNNLAB_NATIVE=0"
-    paths = sorted(glob.glob(os.path.join(_HERE, "_rnn_kernels*.so")))
-    if not paths:
+def _library_paths() -> list[str]:
+    """The built library in the package directory (one, or none)."""
+    return sorted(glob.glob(os.path.join(_HERE, "_rnn_kernels*.so")))
+
+
+def _isa_names(lib: ctypes.CDLL, supported_only: bool) -> list[str]:
+    """The ISAs built into the library, or only those this CPU runs; best first."""
+    lib.RnnlabIsas.restype = ctypes.c_char_p
+    return lib.RnnlabIsas(int(supported_only)).decode().split(",")
+
+
+def _select_isa(lib: ctypes.CDLL, wanted: str) -> str | None:
+    """Make the library run on ISA `wanted` ("auto": the best this CPU runs, which the library
+    chose when it was loaded); None on success, else why not (nothing has run yet)."""
+    if wanted in ("", "auto"):
+        return None
+    built, here = _isa_names(lib, False), _isa_names(lib, True)
+    if wanted not in built:
+        return f"{ISA_ENV}={wanted!r} is not one of auto, {', '.join(built)}; unset it or pick one"
+    if wanted not in here or not lib.RnnlabSelectIsa(wanted.encode()):
         return (
+            f"{ISA_ENV}={wanted} but this CPU cannot run {wanted} code (it can run: "
+            f"{', '.join(here)}); unset {ISA_ENV} or set it to one of those"
+        )
+    return None
+
+
+@functools.cache
+def _load() -> tuple[str | None, str | None]:
+    """Load the library, choose its ISA and register its FFI targets: `(isa, None)` on success,
+    else `(None, why not)`."""
+    if os.environ.get("RNNLAB_NATIVE", "1") == "0":
+        return None, "disabled by RNNLAB_NATIVE=0"
+    paths = _library_paths()
+    if not paths:
+        return None, (
             "the native library was not built (no C++ compiler at install time?); "
             "reinstall with `pip install -e .` to build it"
         )
     try:
         sgemm = _blas_sgemm()
         lib = ctypes.CDLL(paths[0])
+        reason = _select_isa(lib, os.environ.get(ISA_ENV, "auto").strip().lower())
+        if reason is not None:
+            return None, reason
         lib.RnnlabSetSgemm(ctypes.cast(sgemm, ctypes.c_void_p))
         jax.ffi.register_ffi_target(
             FORWARD_TARGET, jax.ffi.pycapsule(lib.RnnlabForward), platform="cpu"
@@ -75,19 +119,26 @@ def _load() -> str | None:
         jax.ffi.register_ffi_target(
             BACKWARD_TARGET, jax.ffi.pycapsule(lib.RnnlabBackward), platform="cpu"
         )
+        lib.RnnlabIsa.restype = ctypes.c_char_p
+        return lib.RnnlabIsa().decode(), None
     except (ImportError, OSError, AttributeError) as error:
-        return f"the native library could not be loaded: {error}"
-    return None
+        return None, f"the native library could not be loaded: {error}"
 
 
 def available() -> bool:
     """Whether the native kernels are built and loaded."""
-    return _load() is None
+    return _load()[1] is None
 
 
 def unavailable_reason() -> str | None:
     """Why `available()` is False (None when it is True)."""
-    return _load()
+    return _load()[1]
+
+
+def isa() -> str | None:
+    """The instruction set the kernels run on: "avx512", "avx2" or "scalar" (None when they are
+    unavailable). The best the CPU supports unless `RNNLAB_NATIVE_ISA` chose another."""
+    return _load()[0]
 
 
 def cell_kind(cell: Any) -> int | None:
@@ -115,7 +166,7 @@ def cell_kind(cell: Any) -> int | None:
 
 
 def _require() -> None:
-    reason = _load()
+    reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(reason)
 
