@@ -14,8 +14,12 @@ This is the only module of the package that imports Hydra; the library (`rnnlab.
 The trainer, optimiser and logger groups are typed by dataclass schemas registered in Hydra's
 ConfigStore (`register_configs`), so a misspelt key or a wrong type stops the run at start-up.
 
-Where the configs live: `$RNNLAB_CONF` if set, else the `conf/` folder of the source checkout
-this package was imported from (a `pip install -e .` install), else `./conf`.
+Where the configs live (`config_dir`): `$RNNLAB_CONF` if set, else the copy of `conf/` a wheel
+carries inside the package (`rnnlab/conf/`, mapped there by setup.py), else the `conf/` folder of
+the source checkout this package was imported from (`pip install -e .`, or `experiments/*.py`).
+A user's own config directory joins them through Hydra's `--config-dir` (its groups add options
+to rnnlab's), and the launch directory is importable, so its `_target_`s resolve
+(`project_importable`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -66,24 +71,40 @@ MODEL_KEYS_NOT_BACKBONE = ("name", "cell")
 
 
 def config_dir() -> Path:
-    """The `conf/` directory (see the module docstring).
+    """rnnlab's config directory, the one holding `train.yaml` (see the module docstring).
+
+    The installed package's copy comes before the checkout's `conf/` so that a wheel never reads
+    a `conf/` folder that happens to sit next to it in `site-packages`.
 
     Raises:
         UserError: none of the candidates holds `train.yaml`.
     """
-    candidates = []
+    package = Path(__file__).resolve().parent
+    candidates = [package / "conf", package.parent / "conf"]
     if os.environ.get("RNNLAB_CONF"):
-        candidates.append(Path(os.environ["RNNLAB_CONF"]))
-    candidates += [Path(__file__).resolve().parents[1] / "conf", Path.cwd() / "conf"]
+        candidates.insert(0, Path(os.environ["RNNLAB_CONF"]))
     for candidate in candidates:
         if (candidate / "train.yaml").is_file():
             return candidate.resolve()
     raise UserError(
-        "cannot find rnnlab's conf/ directory (looked in: "
+        "cannot find rnnlab's config directory (looked in: "
         + ", ".join(str(c) for c in candidates)
-        + "). Install rnnlab from a source checkout with `pip install -e .`, run from the "
-        "checkout's root, or set RNNLAB_CONF=/path/to/rnnlab/conf."
+        + "). Reinstall rnnlab (`pip install rnnlab-*.whl`, or `pip install -e .` in a checkout) "
+        "or set RNNLAB_CONF=/path/to/rnnlab/conf."
     )
+
+
+def project_importable(directory: str | os.PathLike[str] | None = None) -> None:
+    """Puts `directory` (default: the launch directory) on `sys.path`, after the installed
+    packages, so that a user project's `_target_: my_project.tasks.MyTask` imports when
+    `rnnlab-train --config-dir conf` runs from the project's root, as `python -m` would.
+
+    A console script's `sys.path` starts with its `bin/` folder, not the launch directory.
+    Appended, not prepended: a file of the project never shadows an installed library.
+    """
+    path = os.path.abspath(directory if directory is not None else os.getcwd())
+    if path not in sys.path:
+        sys.path.append(path)
 
 
 def cell_names() -> list[str]:
@@ -476,6 +497,20 @@ def _quiet_third_party_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class CreateSweepDir:
+    """A Hydra callback (`hydra.callbacks`) that creates the sweep directory when a multirun
+    starts, before the sweeper runs: Optuna's study storage (`sqlite:///<sweep dir>/optuna.db`,
+    `conf/hparams_search/`) lives there, and Hydra makes the directory only with the first job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):  # every other callback event: nothing to do
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
 def hydra_train(cfg: DictConfig) -> float | None:
     """The `@hydra.main` task function: trains in Hydra's output directory.
 
@@ -644,6 +679,7 @@ def train_main() -> None:
 
     def main() -> None:
         register_configs()
+        project_importable()
         hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(
             hydra_train
         )()

@@ -6,6 +6,11 @@ attempt (a resumed run adds one), each with the command line, the rnnlab version
 the numbers, the devices, the seed, the step it started from and its wall time. A table in a
 paper can then say exactly which code and which machine produced it.
 
+Installed from a wheel there is no git checkout to ask: `source` then names the code instead, by
+a sha256 over the installed package's `.py` and `.yaml` files (its configs included) and the
+installed distribution's metadata (version, and pip's `direct_url.json`: where the wheel came
+from and its hash).
+
 An attempt's wall time and last step are brought up to date at every checkpoint (`heartbeat`),
 so an attempt that was killed (SIGKILL, power loss: no chance to say so) is found still
 "running" by the next attempt, which marks it "killed" with the time it had run until its last
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -66,15 +73,25 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return done.stdout.strip()
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""The directory rnnlab is imported from: a checkout's `rnnlab/` or `site-packages/rnnlab/`."""
+
+
 @functools.cache
 def git_state(source: Path | None = None) -> dict[str, Any]:
     """The commit of the source tree rnnlab runs from, and whether it has uncommitted changes.
 
-    `{"commit": None, "dirty": None}` when rnnlab is not running from a git checkout (an
-    installed wheel): the version number is then the reference.
+    `{"commit": None, "dirty": None, "describe": None}` when rnnlab is not running from a git
+    checkout (an installed wheel; `source_state` then names the code). A git repository that
+    merely contains the package without tracking it (a virtual environment inside a user's
+    project) is not rnnlab's checkout.
+
+    Args:
+        source: the directory holding the `rnnlab/` package (default: where it is imported from).
     """
-    root = source or Path(__file__).resolve().parents[1]
-    commit = _git(["rev-parse", "HEAD"], root)
+    root = source or PACKAGE_DIR.parent
+    tracked = _git(["ls-files", "--error-unmatch", "--", "rnnlab/__init__.py"], root)
+    commit = _git(["rev-parse", "HEAD"], root) if tracked else None
     if commit is None:
         return {"commit": None, "dirty": None, "describe": None}
     status = _git(["status", "--porcelain", "--untracked-files=no"], root)
@@ -83,6 +100,53 @@ def git_state(source: Path | None = None) -> dict[str, Any]:
         "dirty": bool(status) if status is not None else None,
         "describe": _git(["describe", "--always", "--dirty", "--tags"], root),
     }
+
+
+SOURCE_SUFFIXES = (".py", ".yaml")
+"""The installed files `source_digest` covers: the code and the configs."""
+
+
+def source_digest(package: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """`{"sha256": hex, "files": n}` over the package's `.py` and `.yaml` files.
+
+    Each file enters as its path relative to `package`, a NUL and the sha256 of its bytes, in
+    sorted path order, so the digest depends on nothing but the files' names and contents
+    (neither the install location nor the time).
+    """
+    files = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*")
+        if path.suffix in SOURCE_SUFFIXES and path.is_file() and "__pycache__" not in path.parts
+    )
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(
+            name.encode() + b"\0" + hashlib.sha256((package / name).read_bytes()).digest()
+        )
+    return {"sha256": digest.hexdigest(), "files": len(files)}
+
+
+def installed_distribution(package: Path = PACKAGE_DIR) -> dict[str, Any] | None:
+    """The metadata of the distribution installed next to `package` (its `*.dist-info`):
+    `{"name", "version", "direct_url"}`, `direct_url` being pip's record of where it was
+    installed from (PEP 610: a wheel's URL and hash, or a VCS commit) or None. None when no
+    distribution of rnnlab sits next to the package (a checkout on `sys.path`)."""
+    found = importlib.metadata.distributions(name="rnnlab", path=[str(package.parent)])
+    dist = next(iter(found), None)
+    if dist is None:
+        return None
+    direct_url = dist.read_text("direct_url.json")
+    return {
+        "name": dist.metadata["Name"],
+        "version": dist.version,
+        "direct_url": json.loads(direct_url) if direct_url else None,
+    }
+
+
+@functools.cache
+def source_state(package: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """What names the code where git cannot: `source_digest` plus `installed_distribution`."""
+    return {**source_digest(package), "distribution": installed_distribution(package)}
 
 
 def device_info() -> dict[str, Any]:
@@ -103,13 +167,16 @@ def now_utc() -> str:
 
 
 def collect(seed: int, start_step: int) -> dict[str, Any]:
-    """The provenance of one attempt of a run, as it starts."""
+    """The provenance of one attempt of a run, as it starts. The code is named by its git
+    commit, or where rnnlab runs from no checkout by `source` (`source_state`)."""
+    git = git_state()
     return {
         "started_at": now_utc(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [],
         "cwd": os.getcwd(),
         "rnnlab": __version__,
-        "git": git_state(),
+        "git": git,
+        "source": source_state() if git["commit"] is None else None,
         "python": platform.python_version(),
         "packages": package_versions(),
         "devices": device_info(),

@@ -615,7 +615,7 @@ def _format(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
-PROVENANCE_SUMMARY = ("rnnlab", "git", "packages", "devices")
+PROVENANCE_SUMMARY = ("rnnlab", "git", "source", "packages", "devices")
 """Provenance keys repeated in `results.json` (the full record is `provenance.json`)."""
 
 

@@ -1,0 +1,1 @@
+"""An example project that uses an installed rnnlab: its own task, cell and configs."""
