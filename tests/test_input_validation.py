@@ -7,7 +7,6 @@ network, no Hydra launch.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from hydra.utils import get_class
 
 from rnnlab.data import text as text_data
 from rnnlab.data.errors import DataNotFoundError, read_text
@@ -30,6 +30,7 @@ from rnnlab.data.timeseries import (
 )
 from rnnlab.errors import ConfigError, DataError, UserError, user_message
 from rnnlab.tasks import AddingTask, CharLMTask, CopyTask, ETTTask, SentimentTask, WordLMTask
+from rnnlab.tasks.base import config_keys
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task"
 HEADER = "date,HUFL,OT"
@@ -336,12 +337,9 @@ def test_ett_window_boundary_is_exact(data: dict[str, Path]):
 def test_every_task_config_key_is_a_constructor_argument():
     for config in CONF_TASK.glob("*.yaml"):
         settings = yaml.safe_load(config.read_text())
-        classes = (AddingTask, CopyTask, ETTTask, SentimentTask, CharLMTask, WordLMTask)
-        cls = {t.__name__: t for t in classes}[settings.pop("_target_").split(".")[-1]]
-        params = inspect.signature(cls.__init__).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            params = {**params, **inspect.signature(cls.__mro__[1].__init__).parameters}
-        assert set(settings) <= set(params), (config.name, set(settings) - set(params))
+        cls = get_class(settings.pop("_target_"))  # every preset, no list to keep
+        allowed = config_keys(cls)
+        assert set(settings) <= set(allowed), (config.name, set(settings) - set(allowed))
     assert yaml.safe_load((CONF_TASK / "ett.yaml").read_text())["missing"] == "error"
 
 

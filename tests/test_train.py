@@ -54,6 +54,9 @@ TASK_OVERRIDES = {
     "char_lm": ["task.bptt=16", "task.eval_batch_size=4", "task.eval_max_windows=2"],
     "word_lm": ["task.bptt=8", "task.eval_batch_size=2", "task.eval_max_windows=2"],
     "sentiment": ["task.max_len=12", "task.eval_batch_size=16"],
+    "text_classification": ["task.max_len=12", "task.eval_batch_size=16"],
+    "text_lm": ["task.bptt=16", "task.eval_batch_size=4", "task.eval_max_windows=2"],
+    "csv_forecast": ["task.input_len=8", "task.horizon=4", "task.eval_batch_size=16"],
     "ett": [
         "task.input_len=8",
         "task.horizon=4",
@@ -101,6 +104,17 @@ def make_tiny_data(root: Path) -> Path:
         for i in t
     ]
     (root / "ETT-small" / "ETTh1.csv").write_text("\n".join(rows) + "\n")
+    (root / "airline-passengers").mkdir()
+    rows = ['"Month","Passengers"'] + [
+        f'"{1949 + i // 12}-{i % 12 + 1:02d}",{100 + i + round(20 * np.sin(i / 2))}' for i in t
+    ]
+    (root / "airline-passengers" / "airline-passengers.csv").write_text("\n".join(rows) + "\n")
+    (root / "text_classification").mkdir()
+    rows = ["text,label"] + [
+        f"{' '.join(rng.choice(words[:8] if i % 2 else words[8:], size=6))},{'ab'[i % 2]}"
+        for i in range(60)
+    ]
+    (root / "text_classification" / "data.csv").write_text("\n".join(rows) + "\n")
     return root
 
 

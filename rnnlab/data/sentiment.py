@@ -1,4 +1,5 @@
-"""Sentence classification data: MR (rt-polarity) and any one-file-per-class corpus.
+"""Sentence classification data: MR (rt-polarity), one-file-per-class corpora, and any CSV, TSV
+or JSON-lines file of labelled texts (`read_labelled_table`).
 
 MR (Pang & Lee, "Seeing stars", ACL 2005) has 5,331 positive and 5,331 negative sentences,
 lower-cased and tokenized, and no official split: results are 10-fold cross-validation accuracy
@@ -9,6 +10,9 @@ folds, `train_valid_split` a dev set carved out of the training folds.
 from __future__ import annotations
 
 import collections
+import csv
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from rnnlab.checks import check_float
 from rnnlab.data.batching import pad_sequences
-from rnnlab.data.errors import ConfigError, StrPath, read_text, require_dir
+from rnnlab.data.errors import ConfigError, DataError, StrPath, read_text, require_dir
 from rnnlab.data.text import Vocabulary
 
 PAD = "<pad>"
@@ -163,3 +167,147 @@ def encode_and_pad(
     """
     pad = vocab.token_id(PAD) if PAD in vocab else 0
     return pad_sequences([vocab.encode(s) for s in sentences], pad_value=pad, max_len=max_len)
+
+
+TOKEN_LEVELS = ("word", "char")
+"""Choices of `task.level`: whitespace-separated words, or characters."""
+SPLIT_NAMES = ("train", "valid", "test")
+"""The values a split column may hold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledTable:
+    """The rows of a CSV, TSV or JSON-lines file of labelled texts, as read.
+
+    Attributes:
+        texts: `n` texts.
+        labels: `n` labels as text (a JSON number becomes its text, e.g. `"1"`).
+        splits: `n` split names (`train`, `valid` or `test`), or None without a split column.
+        lines: `n` 1-based line numbers (of the record's start), for error messages.
+    """
+
+    texts: list[str]
+    labels: list[str]
+    splits: list[str] | None
+    lines: list[int]
+
+
+def _table_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """`(column names, [(line, record)])` of a CSV/TSV (header row) or JSON-lines file.
+
+    The format follows the suffix: `.jsonl`/`.json` JSON lines (one object a line), `.tsv`
+    tab-separated, anything else comma-separated. Blank lines are skipped.
+    """
+    if path.suffix.lower() in (".jsonl", ".json"):
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path} line {number} is not JSON ({err.msg}): a JSON-lines file holds one "
+                    'object a line, e.g. {"text": "...", "label": "pos"}'
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path} line {number} is not a JSON object: a JSON-lines file holds one "
+                    'object a line, e.g. {"text": "...", "label": "pos"}'
+                )
+            records.append((number, record))
+        names = list(dict.fromkeys(k for _, record in records for k in record))
+        return names, records
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    header = next(reader)
+    rows = []
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                f"{path} line {reader.line_num} has {len(row)} fields, the header (line 1) has "
+                f"{len(header)}: fix the row (quote a text that holds the delimiter)"
+            )
+        rows.append((reader.line_num, dict(zip([h.strip() for h in header], row, strict=True))))
+    return [h.strip() for h in header], rows
+
+
+def read_labelled_table(
+    path: StrPath,
+    text_column: str = "text",
+    label_column: str = "label",
+    split_column: str | None = None,
+    config_key: str = "task.path",
+) -> LabelledTable:
+    """Texts, labels and (optionally) split names from a CSV, TSV or JSON-lines file.
+
+    Args:
+        path: the file (`.csv`, `.tsv`, `.jsonl`/`.json`; UTF-8; CSV/TSV with a header row).
+        text_column, label_column: the columns (JSON keys) of the text and the label; config
+            keys `task.text_column`, `task.label_column`.
+        split_column: a column holding `train`, `valid` or `test` per row, or None;
+            config key `task.split_column`.
+        config_key: config key of the path, named in the errors.
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataError: the file is empty, not UTF-8 or has no rows; a named column is missing
+            (the message lists the file's columns and the key to set); a row has an empty text
+            or label, or a split name other than train/valid/test (the message gives the line).
+    """
+    text = read_text(path, config_key)
+    path = Path(path)
+    names, records = _table_records(path, text)
+    if not records:
+        raise DataError(f"{path} has no data rows: give {config_key} a file with labelled texts")
+    wanted = {"task.text_column": text_column, "task.label_column": label_column}
+    if split_column is not None:
+        wanted["task.split_column"] = split_column
+    for key, column in wanted.items():
+        if column not in names:
+            raise DataError(
+                f"{path} has no column {column!r} (its columns: {', '.join(names)}); set {key} "
+                "to the right column"
+            )
+    table = LabelledTable([], [], [] if split_column is not None else None, [])
+    for line, record in records:
+        for key in wanted:
+            value = record.get(wanted[key])
+            if value is None or not str(value).strip():
+                raise DataError(
+                    f"{path} line {line}: column {wanted[key]!r} ({key}) is empty; fill it or "
+                    "remove the row"
+                )
+        table.texts.append(str(record[text_column]))
+        table.labels.append(str(record[label_column]).strip())
+        table.lines.append(line)
+        if table.splits is not None:
+            split = str(record[split_column]).strip()
+            if split not in SPLIT_NAMES:
+                raise DataError(
+                    f"{path} line {line}: column {split_column!r} (task.split_column) holds "
+                    f"{split!r}; it must be one of {', '.join(SPLIT_NAMES)}"
+                )
+            table.splits.append(split)
+    return table
+
+
+def class_ids(labels: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer ids of text labels: the distinct labels sorted (numerically if all are integers).
+
+    Returns:
+        `(ids [n] int32, class names)`; class `i` is `names[i]`.
+    """
+    names = sorted(set(labels))
+    if all(name.lstrip("-").isdigit() for name in names):
+        names.sort(key=int)
+    index = {name: i for i, name in enumerate(names)}
+    return np.asarray([index[label] for label in labels], dtype=np.int32), tuple(names)
+
+
+def tokenize(text: str, level: str = "word", lowercase: bool = False) -> list[str]:
+    """Tokens of a text: whitespace-separated words (`level="word"`) or characters (`"char"`)."""
+    text = text.lower() if lowercase else text
+    return text.split() if level == "word" else list(text)

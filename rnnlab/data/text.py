@@ -316,3 +316,116 @@ def random_lm_windows(
     starts = step_rng(seed, step, stream).integers(0, len(ids) - seq_len, size=batch_size)
     positions = starts[:, None] + np.arange(seq_len)
     return ids[positions], ids[positions + 1]
+
+
+TEXT_LEVELS = ("char", "word")
+"""Choices of `task.level`: characters, or whitespace-separated words with `<eos>` per line."""
+
+
+def read_text_tree(path: StrPath, config_key: str = "task.path") -> str:
+    """The text of a file, or of every file under a directory in sorted order.
+
+    A directory's files (recursively, by their path relative to it; names starting with `.`
+    skipped) are concatenated in sorted order, each ending with a newline (one is added where a
+    file lacks it), so the last line of one file never runs into the first of the next.
+
+    Raises:
+        DataNotFoundError: the path does not exist.
+        DataError: a file is empty, not UTF-8 or binary (see `read_text`), or a directory holds
+            no file.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return read_text(root, config_key)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise DataError(
+            f"{root} holds no file: set {config_key} to a text file or a folder of text files"
+        )
+    texts = [read_text(p, config_key) for p in files]
+    return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
+
+
+def capped_vocab(
+    counts: collections.Counter, max_size: int | None, unk: str | None = UNK
+) -> Vocabulary:
+    """Tokens by decreasing count (ties A-Z), at most `max_size - 1` of them, plus `unk`.
+
+    With `unk=None` and no cap that bites (`max_size` None or not below the number of tokens),
+    every token, sorted, and no `unk` (a character vocabulary of the whole text); with a cap
+    that bites, `<unk>` is added all the same.
+    """
+    if unk is None and (max_size is None or max_size >= len(counts)):
+        return Vocabulary(tuple(sorted(counts)))
+    unk = unk or UNK
+    tokens = sorted((tok for tok in counts if tok != unk), key=lambda tok: (-counts[tok], tok))
+    if max_size is not None:
+        tokens = tokens[: max_size - 1]
+    return Vocabulary((*tokens, unk), unk=unk)
+
+
+def load_text_corpus(
+    path: StrPath,
+    level: str = "char",
+    train_fraction: float = 0.9,
+    valid_fraction: float = 0.05,
+    max_vocab: int | None = None,
+    config_key: str = "task.path",
+) -> dict[str, np.ndarray | Vocabulary]:
+    """A language-model corpus from any text file or folder of text files, split in order.
+
+    The tokens (`level="char"`: characters; `"word"`: whitespace-separated words with `<eos>`
+    after every line, as PTB) are cut in order: the first `floor(n * train_fraction)` train, the
+    next `floor(n * valid_fraction)` valid, the rest test (no test split if none is left). The
+    vocabulary: at character level without a cap, every character of the text, sorted (as
+    nanoGPT); otherwise the train split's tokens by count, at most `max_vocab - 1` of them, plus
+    `<unk>` (`capped_vocab`), to which the other tokens map.
+
+    Args:
+        path: a UTF-8 text file, or a folder whose files are concatenated (`read_text_tree`).
+        level: "char" or "word" (config key `task.level`).
+        train_fraction, valid_fraction: split fractions, each in (0, 1), adding up to at most 1.
+        max_vocab: vocabulary cap (`<unk>` included), >= 2, or None.
+        config_key: config key of the path, named in the errors.
+
+    Returns:
+        `{"train": [n] int32, "valid": [n] int32, ["test": [n] int32,] "vocab": Vocabulary}`.
+
+    Raises:
+        DataNotFoundError: the path does not exist.
+        DataError: a file is empty, not UTF-8 or binary.
+        ConfigError: a split would be empty (too short a text for the fractions).
+    """
+    text = read_text_tree(path, config_key)
+    if level == "word":
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        tokens: Sequence[str] = [tok for line in lines for tok in (*line.split(), EOS)]
+    else:
+        tokens = text
+    n_train = int(len(tokens) * train_fraction)
+    n_valid = int(len(tokens) * valid_fraction)
+    if n_train == 0 or n_valid == 0:
+        raise ConfigError(
+            f"{path} has {len(tokens)} {level} tokens: too few for task.train_fraction="
+            f"{train_fraction} and task.valid_fraction={valid_fraction} to leave tokens in the "
+            "train and the valid split; use a longer text or raise the fractions"
+        )
+    if level == "char" and max_vocab is None:
+        vocab = capped_vocab(collections.Counter(tokens), None, unk=None)
+    else:
+        vocab = capped_vocab(collections.Counter(tokens[:n_train]), max_vocab)
+    ids = vocab.encode(tokens)
+    corpus: dict[str, np.ndarray | Vocabulary] = {
+        "train": ids[:n_train],
+        "valid": ids[n_train : n_train + n_valid],
+    }
+    if n_train + n_valid < len(ids):
+        corpus["test"] = ids[n_train + n_valid :]
+    corpus["vocab"] = vocab
+    return corpus

@@ -6,6 +6,11 @@ train/val/test, val and test slices starting `input_len` rows early so that thei
 *target* rows are 8640 and 11520, z-scoring with train-split statistics, and stride-1 windows.
 MSE/MAE are reported on the normalized scale.
 
+Any other CSV series loads the same way (`load_forecast_csv`): a header row, an optional time
+column (`time_column`, skipped; `date` for ETT, e.g. `Month` for the airline-passengers series),
+the numeric columns to read by name (`columns`), and split sizes as row counts or as fractions of
+the rows (`resolve_split_rows`).
+
 Reading a CSV (`parse_numeric_csv`) is strict: a cell that is not a number, an infinity
 (`inf`, or a number too large for float64) or a ragged row is a `DataError` naming the file,
 the 1-based line and the column. A *missing* value, an empty cell or `nan` (any case), is
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,6 +52,11 @@ _ETT_HINT = "download ETTh1.csv from github.com/zhouhaoyi/ETDataset (ETT-small/)
 MISSING_POLICIES = ("error", "drop", "ffill", "interpolate")
 """Choices of `task.missing` (see the module docstring)."""
 MISSING_KEY = "task.missing"
+TIME_KEY = "task.time_column"
+COLUMNS_KEY = "task.columns"
+SPLIT_KEYS = ("task.train_rows", "task.val_rows", "task.test_rows")
+SplitSize = int | float
+"""A split size: a row count (an int >= 0) or a fraction of the rows (a float in (0, 1))."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,18 +178,33 @@ def _first(mask: np.ndarray) -> tuple[int, int]:
 
 
 def parse_numeric_csv(
-    path: StrPath, config_key: str = "task.path", hint: str | None = None
+    path: StrPath,
+    config_key: str = "task.path",
+    hint: str | None = None,
+    time_column: str | None = "date",
+    columns: Sequence[str] | None = None,
 ) -> NumericTable:
-    """The numeric columns of a CSV with a header row; a `date` column is dropped.
+    """The numeric columns of a CSV with a header row; the time column is dropped.
 
     Blank lines are skipped. Missing values (an empty cell, `nan`) become NaN, for
     `fill_missing` to handle.
+
+    Args:
+        path: the CSV file.
+        config_key: config key of the path, named in the errors.
+        hint: where to get the file, for the error if it is missing.
+        time_column: the column of time stamps, left out (`date` for ETT; matched ignoring
+            case); None when the file has none. Config key `task.time_column`.
+        columns: the columns to read, in file order; None for every column but the time
+            column. Config key `task.columns`; the others are not read at all.
 
     Raises:
         DataNotFoundError: the file does not exist.
         DataError: the file is empty, not UTF-8 or has no data rows; a row has a different
             number of fields than the header; the header repeats a column name; a cell is
-            not a number or is infinite (the message names the line and the column).
+            not a number or is infinite (the message names the line and the column, and for
+            a column of text the key that leaves it out).
+        ConfigError: `time_column` or a name in `columns` is not a column of the file.
     """
     text = read_text(path, config_key, hint)
     path = Path(path)
@@ -206,7 +233,7 @@ def parse_numeric_csv(
         if name in seen:
             raise DataError(f"{path} line 1: the header names column {name!r} twice; rename one")
         seen.add(name)
-    keep = [i for i, name in enumerate(header) if name.lower() != "date"]
+    keep = _columns_to_read(path, header, time_column, columns)
     table = NumericTable(
         path=path,
         values=np.empty((len(body), len(keep)), dtype=np.float64),
@@ -220,7 +247,10 @@ def parse_numeric_csv(
         try:
             values[r] = [float(row[i]) for i in keep]
         except ValueError:
-            values[r] = [_parse_cell(table, r, c, row[i], values[:r]) for c, i in enumerate(keep)]
+            values[r] = [
+                _parse_cell(table, r, c, row[i], values[:r], time_column)
+                for c, i in enumerate(keep)
+            ]
     infinite = np.isinf(values)
     if infinite.any():
         raise _infinite(table, body, keep, *_first(infinite))
@@ -228,7 +258,39 @@ def parse_numeric_csv(
     return dataclasses.replace(table, missing=missing) if missing else table
 
 
-def _parse_cell(table: NumericTable, row: int, col: int, text: str, above: np.ndarray) -> float:
+def _columns_to_read(
+    path: Path, header: Sequence[str], time_column: str | None, columns: Sequence[str] | None
+) -> list[int]:
+    """Header positions of the columns to read (see `parse_numeric_csv`), in file order."""
+    names = ", ".join(header)
+    if time_column is not None:
+        found = [name for name in header if name.lower() == time_column.lower()]
+        if not found:
+            raise ConfigError(
+                f"{TIME_KEY}={time_column!r} is not a column of {path} (its columns: {names}); "
+                f"set {TIME_KEY} to the column of time stamps, or to null if there is none"
+            )
+        time_column = found[0]
+    if columns is None:
+        return [i for i, name in enumerate(header) if name != time_column]
+    for name in columns:
+        if name not in header or name == time_column:
+            why = "is the time column" if name == time_column else "is not a column of"
+            raise ConfigError(
+                f"{COLUMNS_KEY} names {name!r}, which {why} {path} (its columns: {names}); "
+                f"list the numeric columns to read in {COLUMNS_KEY}, or set it to null for all"
+            )
+    return [i for i, name in enumerate(header) if name in columns]
+
+
+def _parse_cell(
+    table: NumericTable,
+    row: int,
+    col: int,
+    text: str,
+    above: np.ndarray,
+    time_column: str | None = None,
+) -> float:
     """One cell of a row that did not parse as a whole: NaN if missing, else the number."""
     if not text.strip():
         return float("nan")
@@ -241,6 +303,14 @@ def _parse_cell(table: NumericTable, row: int, col: int, text: str, above: np.nd
         r, c = _first(infinite)
         number = repr(f"{above[r, c]:g}")
         raise DataError(f"{table.where(r, c)}: {number} is not a finite number; {_INF_FIX}")
+    name = table.columns[col]
+    if row == 0:  # text from the first row on: a column of time stamps or labels, not a typo
+        now = "none" if time_column is None else repr(time_column)
+        raise DataError(
+            f"{table.where(row, col)}: {text!r} is non-numeric text, so column {name!r} is not "
+            f"a numeric series: if it holds the time stamps, set {TIME_KEY}={name} (now {now}); "
+            f"otherwise leave it out by listing the columns to read in {COLUMNS_KEY}"
+        )
     raise DataError(
         f"{table.where(row, col)}: {text!r} is non-numeric text; every cell of a numeric column "
         f"must be a number (a missing value is an empty cell or nan, see {MISSING_KEY}): fix the "
@@ -363,6 +433,134 @@ def read_numeric_csv(
     return table.values, table.columns
 
 
+def resolve_split_rows(rows: int, sizes: Sequence[SplitSize]) -> tuple[int, int, int]:
+    """Train/valid/test row counts from split sizes given as counts or fractions.
+
+    A count (an int) is used as it is; a fraction `f` (a float in (0, 1)) becomes
+    `floor(rows * f)`. When all three are fractions that add up to 1, the test split takes the
+    rows the rounding leaves, so every row is used (70/10/20 of 144 rows: 100/14/30).
+
+    Args:
+        rows: the number of rows in the file (after `task.missing=drop`).
+        sizes: `(train, valid, test)` sizes.
+
+    Raises:
+        ConfigError: a size is neither an int >= 0 nor a float in (0, 1) (named by its key
+            `task.train_rows`, `task.val_rows` or `task.test_rows`).
+    """
+    counts = []
+    for key, size in zip(SPLIT_KEYS, sizes, strict=True):
+        counts.append(check_split_size(key, size, minimum=0))
+        if isinstance(size, float):
+            counts[-1] = math.floor(rows * size + 1e-9)
+    if all(isinstance(size, float) for size in sizes) and math.isclose(sum(sizes), 1.0):
+        counts[2] = rows - counts[0] - counts[1]
+    return counts[0], counts[1], counts[2]
+
+
+def check_split_size(key: str, size: SplitSize, minimum: int = 1) -> SplitSize:
+    """`size` if it is a row count `>= minimum` (an int) or a fraction (a float in (0, 1)), else
+    `ConfigError` naming `key`."""
+    fraction = "a fraction of the file's rows is a number in (0, 1), e.g. 0.7"
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        if size < minimum:
+            raise ConfigError(f"{key} must be >= {minimum}, got {size} ({fraction})")
+        return size
+    if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0.0 < size < 1.0:
+        raise ConfigError(
+            f"{key} must be a row count (an integer >= {minimum}) or a fraction of the file's "
+            f"rows (a number in (0, 1), e.g. 0.7), got {size!r}"
+        )
+    return size
+
+
+def load_forecast_csv(
+    path: StrPath,
+    input_len: int,
+    target: str,
+    features: str = "S",
+    train_rows: SplitSize = 0.7,
+    val_rows: SplitSize = 0.1,
+    test_rows: SplitSize = 0.2,
+    config_key: str = "task.path",
+    missing: str = "error",
+    time_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    hint: str | None = None,
+) -> ForecastData:
+    """A CSV series with a header row, split in time and z-scored with the train statistics.
+
+    The splits are consecutive row ranges as Informer's `Dataset_ETT_hour` (`ett_borders`):
+    train first, then valid, then test; valid and test start `input_len` rows early so that
+    their first target rows follow the previous split.
+
+    Args:
+        path: the CSV file, e.g. `ETTh1.csv` or `airline-passengers.csv`.
+        input_len: encoder length (Informer's `seq_len`); val/test start this many rows early.
+        target: the column to forecast.
+        features: `"S"` univariate (the target only, `f = 1`); `"M"` every column read in
+            and out, target last; `"MS"` every column read in, the target alone out.
+        train_rows, val_rows, test_rows: split sizes, row counts or fractions of the rows
+            (`resolve_split_rows`).
+        config_key: config key named in the error if the file is missing.
+        missing: policy for missing values in the columns used (`task.missing`: "error",
+            "drop", "ffill" or "interpolate"; see the module docstring). Filled values enter
+            the train statistics like any other.
+        time_column: the column of time stamps, left out; None if the file has none.
+        columns: the numeric columns to read (the target among them); None for all but the
+            time column.
+        hint: where to get the file, for the error if it is missing.
+
+    Returns:
+        A `ForecastData`; mean/std are fitted on the train rows only (`StandardScaler`).
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataError: malformed CSV (see `parse_numeric_csv`), or missing values the policy
+            refuses (see `fill_missing`).
+        ConfigError: unknown target, time column, column, `features` or `missing`, a split
+            size that is neither a count nor a fraction, or a file with fewer rows than the
+            split needs.
+    """
+    check_choice("task.features", features, ("S", "M", "MS"))
+    check_choice(MISSING_KEY, missing, MISSING_POLICIES)
+    table = parse_numeric_csv(path, config_key, hint, time_column=time_column, columns=columns)
+    columns = table.columns
+    if target not in columns:
+        raise ConfigError(
+            f"task.target={target!r} is not a numeric column of {path}; its columns: "
+            f"{', '.join(columns)}"
+        )
+    t = columns.index(target)
+    order = [t] if features == "S" else [i for i in range(len(columns)) if i != t] + [t]
+    selected = table.select(order)
+    table = fill_missing(selected, missing)
+    values, columns = table.values, table.columns
+    sizes = (train_rows, val_rows, test_rows)
+    train_rows, val_rows, test_rows = resolve_split_rows(len(values), sizes)
+    (tr0, tr1), (va0, va1), (te0, te1) = ett_borders(input_len, train_rows, val_rows, test_rows)
+    if len(values) < te1:
+        dropped = len(selected.values) - len(values)
+        after = f" ({dropped} dropped by {MISSING_KEY}=drop)" if dropped else ""
+        raise ConfigError(
+            f"{path} has {len(values)} data rows{after}; task.train_rows + task.val_rows + "
+            f"task.test_rows = {train_rows} + {val_rows} + {test_rows} = {te1} rows do not fit: "
+            "lower them, give them as fractions of the rows (e.g. 0.7, 0.1, 0.2), or use a "
+            "longer file"
+        )
+    mean, std = fit_standardizer(values[tr0:tr1])
+    scaled = normalize(values, mean, std)
+    return ForecastData(
+        train=scaled[tr0:tr1],
+        valid=scaled[va0:va1],
+        test=scaled[te0:te1],
+        mean=mean,
+        std=std,
+        columns=columns,
+        target_index=None if features == "M" else len(columns) - 1,
+    )
+
+
 def load_ett(
     path: StrPath,
     input_len: int,
@@ -376,61 +574,21 @@ def load_ett(
 ) -> ForecastData:
     """An ETT CSV (`date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT`) split and z-scored as Informer.
 
-    Args:
-        path: the CSV file, e.g. `ETTh1.csv` (17,420 rows; rows from 14,400 on are unused).
-        input_len: encoder length (Informer's `seq_len`); val/test start this many rows early.
-        target: the column to forecast.
-        features: `"S"` univariate (the target only, `f = 1`); `"M"` every numeric column in
-            and out, target last; `"MS"` every column in, the target alone out.
-        train_rows, val_rows, test_rows: split sizes (defaults: hourly ETT, 12/4/4 months).
-        config_key: config key named in the error if the file is missing.
-        missing: policy for missing values in the columns used (`task.missing`: "error",
-            "drop", "ffill" or "interpolate"; see the module docstring). Filled values enter
-            the train statistics like any other.
-
-    Returns:
-        A `ForecastData`; mean/std are fitted on the train rows only (`StandardScaler`).
-
-    Raises:
-        DataNotFoundError: the file does not exist.
-        DataError: malformed CSV (see `parse_numeric_csv`), or missing values the policy
-            refuses (see `fill_missing`).
-        ConfigError: unknown target, `features` or `missing`, or a file with fewer rows than
-            the split needs.
+    `load_forecast_csv` with ETT's time column (`date`), target (`OT`) and split (hourly ETT:
+    12/4/4 months of 30 days; ETTh1.csv has 17,420 rows, rows from 14,400 on are unused).
     """
-    check_choice("task.features", features, ("S", "M", "MS"))
-    check_choice(MISSING_KEY, missing, MISSING_POLICIES)
-    table = parse_numeric_csv(path, config_key, _ETT_HINT)
-    columns = table.columns
-    if target not in columns:
-        raise ConfigError(
-            f"task.target={target!r} is not a numeric column of {path}; its columns: "
-            f"{', '.join(columns)}"
-        )
-    t = columns.index(target)
-    order = [t] if features == "S" else [i for i in range(len(columns)) if i != t] + [t]
-    selected = table.select(order)
-    table = fill_missing(selected, missing)
-    values, columns = table.values, table.columns
-    (tr0, tr1), (va0, va1), (te0, te1) = ett_borders(input_len, train_rows, val_rows, test_rows)
-    if len(values) < te1:
-        dropped = len(selected.values) - len(values)
-        after = f" ({dropped} dropped by {MISSING_KEY}=drop)" if dropped else ""
-        raise ConfigError(
-            f"{path} has {len(values)} data rows{after}; task.train_rows + task.val_rows + "
-            f"task.test_rows = {train_rows} + {val_rows} + {test_rows} = {te1} rows do not fit: "
-            "lower them (or use a longer file)"
-        )
-    mean, std = fit_standardizer(values[tr0:tr1])
-    scaled = normalize(values, mean, std)
-    return ForecastData(
-        train=scaled[tr0:tr1],
-        valid=scaled[va0:va1],
-        test=scaled[te0:te1],
-        mean=mean,
-        std=std,
-        columns=columns,
-        target_index=None if features == "M" else len(columns) - 1,
+    return load_forecast_csv(
+        path,
+        input_len,
+        target,
+        features,
+        train_rows,
+        val_rows,
+        test_rows,
+        config_key,
+        missing,
+        time_column="date",
+        hint=_ETT_HINT,
     )
 
 

@@ -5,9 +5,9 @@ its keys are the constructor's keyword arguments (`base.check_config_keys`).
 """
 
 from rnnlab.tasks.base import Batch, Task, check_config_keys, config_keys, make_model
-from rnnlab.tasks.forecasting import ETTTask
-from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, WordLMTask
-from rnnlab.tasks.sentiment import SentimentTask
+from rnnlab.tasks.forecasting import ETTTask, ForecastTask
+from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, TextLMTask, WordLMTask
+from rnnlab.tasks.sentiment import SentimentTask, TextClassificationTask
 from rnnlab.tasks.synthetic import AddingTask, CopyTask
 
 __all__ = [
@@ -16,9 +16,12 @@ __all__ = [
     "CharLMTask",
     "CopyTask",
     "ETTTask",
+    "ForecastTask",
     "LanguageModelTask",
     "SentimentTask",
     "Task",
+    "TextClassificationTask",
+    "TextLMTask",
     "WordLMTask",
     "check_config_keys",
     "config_keys",

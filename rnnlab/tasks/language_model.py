@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab.cells.base import Cell
-from rnnlab.checks import check_bool, check_float, check_int, check_path
-from rnnlab.data import text
+from rnnlab.checks import check_bool, check_choice, check_float, check_int, check_path
+from rnnlab.data import registry, text
 from rnnlab.errors import ConfigError
 from rnnlab.models import LanguageModel, generate
 from rnnlab.tasks.base import Batch, Sums, Task, make_model, weighted_cross_entropy
@@ -322,7 +322,9 @@ class CharLMTask(LanguageModelTask):
         )
 
     def load(self) -> dict[str, Any]:
-        train, valid, vocab = text.load_char_corpus(self.path, self.train_fraction, "task.path")
+        train, valid, vocab = text.load_char_corpus(
+            registry.ensure(self.path), self.train_fraction, "task.path"
+        )
         return {"train": train, "valid": valid, "vocab": vocab}
 
 
@@ -344,7 +346,7 @@ class WordLMTask(LanguageModelTask):
         self.path = check_path("task.path", path)
 
     def load(self) -> dict[str, Any]:
-        return text.load_word_corpus(self.path, config_key="task.path")
+        return text.load_word_corpus(registry.ensure(self.path), config_key="task.path")
 
 
 def save_vocab(task: LanguageModelTask, run_dir: str | Path) -> None:
@@ -376,3 +378,62 @@ def sample_text(
         separator=task.separator,
     )[0]
     return f"{prompt}\n[... sampled ...]\n{text[len(prompt) :].lstrip(' ')}"
+
+
+class TextLMTask(LanguageModelTask):
+    """Character- or word-level LM on any text file, or on every file of a folder.
+
+    A folder's files are read in sorted order (recursively; hidden names skipped) and
+    concatenated, each ending with a newline (`text.read_text_tree`). The tokens are split in
+    order: the first `train_fraction` train, the next `valid_fraction` valid, the rest test (no
+    test split when the fractions add up to 1). See `text.load_text_corpus`.
+
+    Args:
+        path: a UTF-8 text file or a folder of them; config key `task.path`.
+        level: "char" (characters; bits per character reported) or "word" (whitespace-
+            separated words, `<eos>` after every line, as PTB; perplexity reported).
+        train_fraction, valid_fraction: split fractions, each in (0, 1), adding up to at most 1.
+        max_vocab: vocabulary cap, `<unk>` included (the most frequent train tokens), >= 2; None
+            for every token (character level: every character of the text; word level: every
+            word of the train split plus `<unk>`).
+        **kwargs: see `LanguageModelTask`.
+    """
+
+    name = "text_lm"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        path: str,
+        level: str = "char",
+        train_fraction: float = 0.9,
+        valid_fraction: float = 0.05,
+        max_vocab: int | None = None,
+        **kwargs: Any,
+    ):
+        self.level = check_choice("task.level", level, text.TEXT_LEVELS)
+        self.separator = " " if self.level == "word" else ""
+        self.report_bpc = self.level == "char"
+        super().__init__(seed, batch_size, **kwargs)
+        self.path = check_path("task.path", path)
+        fractions = {"train_fraction": train_fraction, "valid_fraction": valid_fraction}
+        for key, value in fractions.items():
+            check_float(f"task.{key}", value, 0.0, 1.0, low_open=True, high_open=True)
+        if train_fraction + valid_fraction > 1.0 + 1e-9:
+            raise ConfigError(
+                f"task.train_fraction + task.valid_fraction = {train_fraction} + {valid_fraction} "
+                "is more than 1: lower one of them (the test split gets what they leave)"
+            )
+        self.train_fraction, self.valid_fraction = float(train_fraction), float(valid_fraction)
+        self.max_vocab = check_int("task.max_vocab", max_vocab, 2, optional=True)
+
+    def load(self) -> dict[str, Any]:
+        return text.load_text_corpus(
+            registry.ensure(self.path),
+            self.level,
+            self.train_fraction,
+            self.valid_fraction,
+            self.max_vocab,
+            config_key="task.path",
+        )

@@ -1,4 +1,5 @@
-"""Sentence-level sentiment classification on MR (Pang & Lee 2005), 10-fold cross-validation.
+"""Text classification: MR sentiment (Pang & Lee 2005), or any CSV/TSV/JSON-lines file of texts
+and labels (`TextClassificationTask`), with k-fold cross-validation or the file's own split.
 
 MR has no official split, so results are reported per fold of a seeded 10-fold split (Kim 2014):
 fold `fold` is the test set, and `valid_fraction` of the other nine folds is held out for model
@@ -8,6 +9,11 @@ the training sentences alone; other words map to `<unk>`.
 
 Model: `SequenceClassifier(vocab_size, num_outputs=2, pooling)` over the padded token ids with
 their lengths (padding changes nothing). Loss: cross-entropy; metric: accuracy.
+
+A file of labelled texts (`TextClassificationTask`) goes through the same machinery: its string
+labels become class ids (sorted; listed by `describe()` in the run log), its texts are cut into
+words or characters, and a split column (`train`/`valid`/`test` per row), when given, replaces
+the folds.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from rnnlab.attention import POOLING_KINDS
-from rnnlab.checks import check_choice, check_float, check_int, check_path
-from rnnlab.data import batching, sentiment
-from rnnlab.errors import ConfigError
+from rnnlab.checks import check_bool, check_choice, check_float, check_int, check_path
+from rnnlab.data import batching, registry, sentiment
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import SequenceClassifier
 from rnnlab.tasks.base import Batch, Sums, Task, weighted_cross_entropy
 from rnnlab.typing import Array, Carry
@@ -89,27 +95,55 @@ class SentimentTask(Task):
         self.pooling = check_choice("task.pooling", pooling, POOLING_KINDS)
         self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
 
-    @functools.cached_property
-    def data(self) -> dict[str, Any]:
-        """Encoded splits: `{split: (ids [n, max_len], lengths [n], labels [n])}` and `vocab`."""
-        sentences, labels, _ = sentiment.load_polarity(self.path, config_key="task.path")
-        train_pool, test = sentiment.kfold_split(
-            len(sentences), self.num_folds, self.fold, self.split_seed
+    def load(self) -> tuple[list[list[str]], np.ndarray, tuple[str, ...], list[str] | None]:
+        """`(token lists, labels [n] int32, class names, split names or None)` of every example;
+        None: the folds decide the split."""
+        sentences, labels, names = sentiment.load_polarity(
+            registry.ensure(self.path), config_key="task.path"
         )
+        return sentences, labels, names, None
+
+    def _split_indices(self, n: int, splits: list[str] | None) -> dict[str, np.ndarray]:
+        """Example indices of train, valid and (if any) test: the fold, or the split column
+        (valid carved out of train by `valid_fraction` when the column names none)."""
+        if splits is None:
+            train_pool, test = sentiment.kfold_split(n, self.num_folds, self.fold, self.split_seed)
+        else:
+            names = np.asarray(splits)
+            train_pool, test = np.flatnonzero(names == "train"), np.flatnonzero(names == "test")
+            if "valid" in splits:
+                return {
+                    "train": train_pool,
+                    "valid": np.flatnonzero(names == "valid"),
+                    "test": test,
+                }
         train_pos, valid_pos = sentiment.train_valid_split(
             len(train_pool), self.valid_fraction, self.split_seed
         )
-        indices = {"train": train_pool[train_pos], "valid": train_pool[valid_pos], "test": test}
-        if len(indices["train"]) < self.batch_size:
+        return {"train": train_pool[train_pos], "valid": train_pool[valid_pos], "test": test}
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        """Encoded splits: `{split: (ids [n, max_len], lengths [n], labels [n])}`, `vocab` and
+        `classes` (the class names in id order); a split without examples is left out."""
+        sentences, labels, classes, splits = self.load()
+        indices = self._split_indices(len(sentences), splits)
+        indices = {split: idx for split, idx in indices.items() if len(idx)}
+        if len(indices.get("train", ())) < self.batch_size:
+            where = (
+                f"fold {self.fold} (the other task.num_folds - 1 folds"
+                if splits is None
+                else ("the rows of split 'train' (task.split_column")
+            )
             raise ConfigError(
-                f"trainer.batch_size={self.batch_size} is more than the {len(indices['train'])} "
-                f"training sentences of fold {self.fold} (the other task.num_folds - 1 folds, "
-                f"less task.valid_fraction={self.valid_fraction}): lower trainer.batch_size"
+                f"trainer.batch_size={self.batch_size} is more than the "
+                f"{len(indices.get('train', ()))} training sentences of {where}, less "
+                f"task.valid_fraction={self.valid_fraction}): lower trainer.batch_size"
             )
         vocab = sentiment.build_vocab(
             [sentences[i] for i in indices["train"]], self.min_count, self.max_vocab
         )
-        data: dict[str, Any] = {"vocab": vocab}
+        data: dict[str, Any] = {"vocab": vocab, "classes": classes}
         for split, idx in indices.items():
             ids, lengths = sentiment.encode_and_pad(
                 [sentences[i] for i in idx], vocab, max_len=self.max_len
@@ -119,14 +153,18 @@ class SentimentTask(Task):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("valid", "test")
+        return tuple(split for split in ("valid", "test") if split in self.data)
 
     @property
     def steps_per_epoch(self) -> int:
         return batching.batches_per_epoch(len(self.data["train"][2]), self.batch_size)
 
     def model_fields(self) -> dict[str, Any]:
-        return {"num_outputs": 2, "vocab_size": len(self.data["vocab"]), "pooling": self.pooling}
+        return {
+            "num_outputs": len(self.data["classes"]),
+            "vocab_size": len(self.data["vocab"]),
+            "pooling": self.pooling,
+        }
 
     def _gather(self, split: str, idx: np.ndarray) -> Batch:
         ids, lengths, labels = self.data[split]
@@ -152,13 +190,86 @@ class SentimentTask(Task):
         return int(np.sum(batch["lengths"]))
 
     def baselines(self) -> dict[str, float]:
-        labels = self.data["test"][2]
-        return {"baseline/accuracy": float(max(labels.mean(), 1 - labels.mean()))}
+        """Accuracy of always answering the most frequent class, on the last split."""
+        labels = self.data[self.splits[-1]][2]
+        return {"baseline/accuracy": float(np.bincount(labels).max() / len(labels))}
 
     def describe(self) -> dict[str, Any]:
-        sizes = {f"{k}_examples": len(v[2]) for k, v in self.data.items() if k != "vocab"}
+        sizes = {f"{k}_examples": len(self.data[k][2]) for k in ("train", *self.splits)}
         return {
+            "classes": list(self.data["classes"]),
             "vocab_size": len(self.data["vocab"]),
             "steps_per_epoch": self.steps_per_epoch,
             **sizes,
         }
+
+
+class TextClassificationTask(SentimentTask):
+    """Classification of the texts of any CSV, TSV or JSON-lines file (see the module docstring).
+
+    The file is read when the data is first used (at start-up): a missing column, an empty
+    text or label, or a split name other than train/valid/test raises a one-line `DataError`
+    naming the file, line and key, as do fewer than two classes; fewer training rows than
+    `trainer.batch_size` raise `ConfigError`.
+
+    Args:
+        seed, batch_size: as `SentimentTask`.
+        path: the file (`.csv`, `.tsv`, `.jsonl`/`.json`, UTF-8; CSV/TSV with a header row);
+            config key `task.path`.
+        text_column: the column (JSON key) of the text.
+        label_column: the column of the label; any text (or JSON number): the distinct labels,
+            sorted (numerically if all are integers), are the classes.
+        split_column: a column holding `train`, `valid` or `test` per row, or None for k-fold
+            cross-validation (`num_folds`, `fold`, `split_seed`). Without `valid` rows,
+            `valid_fraction` of the train rows are held out; without `test` rows the run has
+            no test split.
+        level: "word" (whitespace-separated tokens) or "char" (characters).
+        lowercase: lower-case the texts before tokenising.
+        **kwargs: `SentimentTask`'s (folds, `valid_fraction`, `max_len`, `min_count`, the
+            vocabulary cap `max_vocab`, `pooling`, `eval_batch_size`).
+    """
+
+    name = "text_classification"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        path: str,
+        text_column: str = "text",
+        label_column: str = "label",
+        split_column: str | None = None,
+        level: str = "word",
+        lowercase: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(seed, batch_size, path, **kwargs)
+        for key, value in (("text_column", text_column), ("label_column", label_column)):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"task.{key} must be a column name, got {value!r}")
+        if split_column is not None and (not isinstance(split_column, str) or not split_column):
+            raise ConfigError(
+                f"task.split_column must be a column name or null, got {split_column!r}"
+            )
+        self.text_column, self.label_column = text_column, label_column
+        self.split_column = split_column
+        self.level = check_choice("task.level", level, sentiment.TOKEN_LEVELS)
+        self.lowercase = check_bool("task.lowercase", lowercase)
+
+    def load(self) -> tuple[list[list[str]], np.ndarray, tuple[str, ...], list[str] | None]:
+        table = sentiment.read_labelled_table(
+            registry.ensure(self.path),
+            self.text_column,
+            self.label_column,
+            self.split_column,
+            config_key="task.path",
+        )
+        labels, classes = sentiment.class_ids(table.labels)
+        if len(classes) < 2:
+            raise DataError(
+                f"column {self.label_column!r} of {self.path} holds one label only "
+                f"({classes[0]!r}): classification needs two or more; set task.label_column to "
+                "the column of labels"
+            )
+        sentences = [sentiment.tokenize(t, self.level, self.lowercase) for t in table.texts]
+        return sentences, labels, classes, table.splits
