@@ -9,9 +9,10 @@ and hand each of its devices its own slice (`jax.make_array_from_callback`); the
 one device, on several local devices and across hosts.
 
 Multi-host: `maybe_initialize("auto")` calls `jax.distributed.initialize()` when the environment
-names a cluster of more than one process (SLURM, e.g. under Hydra's submitit launcher with
-`tasks_per_node > 1`; Open MPI; or an explicit `JAX_COORDINATOR_ADDRESS`), whose cluster
-auto-detection then fills in the coordinator, process count and id.
+names a cluster of more than one process: SLURM (e.g. under Hydra's submitit launcher with
+`tasks_per_node > 1`) or Open MPI, whose cluster auto-detection fills in the coordinator, process
+count and id; or, by hand, `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`
+(`tests/test_distributed.py` runs the trainer as two processes on one machine that way).
 """
 
 from __future__ import annotations
@@ -41,10 +42,40 @@ def cluster_size_from_env(env: dict[str, str] | None = None) -> int:
     return 1
 
 
+def explicit_cluster(env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """`jax.distributed.initialize`'s arguments from `JAX_COORDINATOR_ADDRESS`,
+    `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` (a job launched by hand, e.g. two processes on one
+    machine), or None where the environment does not name the coordinator (then JAX's cluster
+    auto-detection fills them in: SLURM, Open MPI, ...). JAX reads only the address itself.
+
+    Raises:
+        ValueError: the address is set without a valid process count and id.
+    """
+    env = dict(os.environ if env is None else env)
+    if "JAX_COORDINATOR_ADDRESS" not in env:
+        return None
+    try:
+        count, index = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
+    except (KeyError, ValueError):
+        raise ValueError(
+            "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and JAX_PROCESS_ID must be "
+            "integers too (every process: the same count, its own id from 0)"
+        ) from None
+    if not 0 <= index < count:
+        raise ValueError(f"JAX_PROCESS_ID={index} must be in [0, JAX_NUM_PROCESSES={count})")
+    return {
+        "coordinator_address": env["JAX_COORDINATOR_ADDRESS"],
+        "num_processes": count,
+        "process_id": index,
+    }
+
+
 def maybe_initialize(mode: str) -> bool:
     """Joins a multi-process JAX job if `mode == "auto"` and the environment names one.
 
-    Must run before any JAX computation. Returns True when `jax.distributed` was initialised.
+    Must run before any JAX computation. CPU devices of different processes exchange gradients
+    through Gloo (`jax_cpu_collectives_implementation`; the CPU backend has no cross-process
+    collectives otherwise). Returns True when `jax.distributed` was initialised.
     """
     if mode not in MODES:
         raise ValueError(f"trainer.distributed must be one of {list(MODES)}, got {mode!r}")
@@ -52,7 +83,8 @@ def maybe_initialize(mode: str) -> bool:
         return False
     if jax.distributed.is_initialized():
         return True
-    jax.distributed.initialize()
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**(explicit_cluster() or {}))
     return True
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnlab import kernels
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell
 from rnnlab.recurrence import backends, scan
@@ -332,6 +333,8 @@ def backend_of(cell: Cell, params: Params, xs: Array, options: RecurrentOptions)
         options.input_projection,
     )  # fmt: skip
     backend, skipped = backends.resolve(options.backend, request)
+    if backend is backends.BACKENDS["native"]:
+        return f"{backend.name}, {kernels.isa()} code"
     if skipped is not None:
         return f"{backend.name}: {skipped}"
     return (
