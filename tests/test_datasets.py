@@ -140,6 +140,19 @@ def test_download_is_atomic_verified_and_shows_progress(
     assert registry.ensure(tmp_path / "mine.txt", cache=cache) == tmp_path / "mine.txt"
 
 
+def test_damaged_cached_copy_is_set_aside_and_fetched_again(
+    tmp_path: Path, server: Server, shakespeare: registry.DataFile
+) -> None:
+    server.serve(shakespeare, TEXT)
+    cache, asked = tmp_path / "cache", tmp_path / "nowhere" / "tinyshakespeare" / "input.txt"
+    target = registry.ensure(asked, cache=cache, mirror=server.url)
+    target.write_bytes(TEXT[:-3])  # truncated on disk after it was verified
+    assert registry.ensure(asked, cache=cache, mirror=server.url) == target
+    assert target.read_bytes() == TEXT and len(server.requests) == 2
+    (aside,) = target.parent.glob("input.txt.corrupt-*")
+    assert aside.read_bytes() == TEXT[:-3]
+
+
 def test_dataset_folder_fetches_every_file(
     tmp_path: Path, server: Server, shakespeare: registry.DataFile
 ) -> None:
