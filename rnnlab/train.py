@@ -599,6 +599,58 @@ def compile_train_step(
     return compiled, time.perf_counter() - tic
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for a person: `19 s`, `3 min 05 s`, `2 h 07 min`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+@dataclasses.dataclass
+class ProgressLine:
+    """Progress where no bar is drawn (a file, a scheduler's log, CI): at most every `every_s`
+    seconds of wall clock, one line with the step, the rate since the attempt started, the ETA
+    and the last logged training loss. Checked every step (a clock read), so the interval holds
+    however slow the steps are; the loss is the last one fetched at a log event, never a device
+    sync of its own.
+
+    Attributes:
+        total: the last step of the run.
+        start: the step this attempt started from.
+        every_s: seconds between lines.
+        loss: the last logged training loss and its step, or None before the first log event.
+    """
+
+    total: int
+    start: int
+    every_s: float
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    loss: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.last = self.started
+
+    def due(self, now: float) -> bool:
+        """Whether a line is due at wall-clock time `now` (and if so, starts the next interval)."""
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        return True
+
+    def text(self, done: int, now: float) -> str:
+        """`step 1200/2000 (60%), 41.3 steps/s, ETA 19 s, train/loss 0.0123 (step 1150)`."""
+        rate = (done - self.start) / max(now - self.started, 1e-9)
+        eta = format_duration((self.total - done) / rate) if rate > 0 else "unknown"
+        line = f"step {done}/{self.total} ({100 * done / self.total:.0f}%), {rate:.3g} steps/s"
+        line += f", ETA {eta}"
+        if self.loss is not None:
+            line += f", train/loss {self.loss[1]:.4g} (step {self.loss[0]})"
+        return line
+
+
 def _progress_bar(total: int, initial: int, disable: bool, desc: str) -> tqdm:
     return tqdm(
         total=total,
@@ -764,6 +816,7 @@ def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm)
     zero_carry = task.zero_carry(run.model, task.batch_size) if task.stateful else None
     guard = distributed.shard_tree(initial_guard(progress.first_loss), run.mesh, None)
     pending: list[tuple[Any, int]] = []
+    line = ProgressLine(run.steps, start, run.logger.progress_every_s)
     tic = time.perf_counter()
     for step in range(start, run.steps):
         done = step + 1
@@ -774,6 +827,8 @@ def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm)
         state, metrics, guard = compiled(state, device_batch, guard)
         pending.append((metrics, task.tokens(batch)))
         bar.update(1)
+        if bar.disable and run.main and line.due(time.perf_counter()):
+            log.info("%s", line.text(done, line.last))
         log_now = itstime(done, run.logger.log_every, run.steps)
         eval_now = itstime(done, config.eval_every, run.steps)
         if not (log_now or eval_now or itstime(done, config.checkpoint_every, run.steps)):
@@ -790,14 +845,14 @@ def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm)
         progress.train_seconds += seconds
         pending = []
         if log_now:
-            log_window(run, done, bar)
+            line.loss = (done, log_window(run, done, bar))
         handle_events(run, done, state, eval_now, bar)
         tic = time.perf_counter()
     return state
 
 
-def log_window(run: Attempt, done: int, bar: tqdm) -> None:
-    """Logs the training metrics of the steps since the last log event."""
+def log_window(run: Attempt, done: int, bar: tqdm) -> float:
+    """Logs the training metrics of the steps since the last log event; returns their loss."""
     window = run.progress.window
     means = run.task.summarize("train", {k: tuple(v) for k, v in window.sums.items()})
     run.writer.scalars(
@@ -812,6 +867,7 @@ def log_window(run: Attempt, done: int, bar: tqdm) -> None:
     )
     bar.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
     run.progress.window = Window()
+    return means["train/loss"]
 
 
 def handle_events(run: Attempt, done: int, state: State, eval_now: bool, bar: tqdm) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rnnlab.checks import check_int
+from rnnlab.checks import check_float, check_int
 from rnnlab.rundir import METRICS_FILE, RESULTS_FILE, read_json, read_jsonl, write_json, write_jsonl
 
 NOT_HPARAMS = (
@@ -47,6 +47,9 @@ class LoggerConfig:
         log_every: steps between training-metric log events.
         text_samples: log generated text for language models at every evaluation.
         flush_secs: TensorBoard flush interval.
+        progress_every_s: without a progress bar (output to a file, a scheduler's log, CI), a
+            compact progress line (step, steps/s, ETA, last training loss) at this wall-clock
+            interval in seconds.
     """
 
     tensorboard: bool = True
@@ -54,10 +57,12 @@ class LoggerConfig:
     log_every: int = 50
     text_samples: bool = True
     flush_secs: int = 30
+    progress_every_s: float = 30.0
 
     def __post_init__(self) -> None:
         check_int("logger.log_every", self.log_every, 1)
         check_int("logger.flush_secs", self.flush_secs, 1)
+        check_float("logger.progress_every_s", self.progress_every_s, 0.0, low_open=True)
 
 
 def _plain(value: Any) -> Any:
