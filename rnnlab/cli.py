@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import distributed
@@ -497,18 +498,14 @@ def _quiet_third_party_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-class CreateSweepDir:
+class CreateSweepDir(Callback):
     """A Hydra callback (`hydra.callbacks`) that creates the sweep directory when a multirun
     starts, before the sweeper runs: Optuna's study storage (`sqlite:///<sweep dir>/optuna.db`,
-    `conf/hparams_search/`) lives there, and Hydra makes the directory only with the first job."""
+    `conf/hparams_search/`) lives there, and Hydra makes the directory only with the first job.
+    Every other event keeps `Callback`'s default (nothing)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("on_"):  # every other callback event: nothing to do
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
 
 def hydra_train(cfg: DictConfig) -> float | None:

@@ -31,8 +31,9 @@ MODES = ("auto", "off")
 def cluster_size_from_env(env: dict[str, str] | None = None) -> int:
     """Number of processes the environment describes (1 when it describes no cluster)."""
     env = dict(os.environ if env is None else env)
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        return int(env.get("JAX_NUM_PROCESSES", "2"))
+    explicit = explicit_cluster(env)
+    if explicit is not None:
+        return explicit["num_processes"]
     for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
         if key in env:
             try:

@@ -121,6 +121,6 @@ def test_sweep_dir_callback_creates_the_sweep_dir_before_the_sweeper(tmp_path: P
 
     target = tmp_path / "multirun" / "search"
     callback = CreateSweepDir()
-    callback.on_job_start(config=None)  # every other event: nothing
+    callback.on_job_start(config=None, task_function=print)  # as Hydra calls it: nothing
     callback.on_multirun_start(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(target)}}}))
     assert target.is_dir()
