@@ -54,6 +54,8 @@ from rnnlab.checks import check_choice, check_float, check_int
 from rnnlab.errors import ConfigError, RunDirError, UserError
 from rnnlab.models import count_params
 from rnnlab.optim import Schedule
+from rnnlab.progress import ProgressLine, resolve_quiet
+from rnnlab.progress import bar as progress_bar
 from rnnlab.provenance import ProvenanceRecord
 from rnnlab.rundir import CHECKPOINT_DIR, METRICS_FILE, PROVENANCE_FILE, RESULTS_FILE, read_json
 from rnnlab.tasks.base import Batch, Task
@@ -248,14 +250,6 @@ def resolve_steps(config: TrainerConfig, steps_per_epoch: int | None) -> int:
             "trainer.steps and trainer.epochs=null"
         )
     return config.epochs * steps_per_epoch
-
-
-def resolve_quiet(quiet: bool | None) -> bool:
-    """`quiet`, or when None: quiet under CI (`CI` set) or when stderr is not a terminal."""
-    if quiet is not None:
-        return quiet
-    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-    return ci or not sys.stderr.isatty()
 
 
 def configure_compilation_cache(directory: str | None) -> Path | None:
@@ -597,70 +591,6 @@ def compile_train_step(
     tic = time.perf_counter()
     compiled = jitted.lower(state, example, initial_guard(None)).compile()
     return compiled, time.perf_counter() - tic
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for a person: `19 s`, `3 min 05 s`, `2 h 07 min`."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
-
-
-@dataclasses.dataclass
-class ProgressLine:
-    """Progress where no bar is drawn (a file, a scheduler's log, CI): at most every `every_s`
-    seconds of wall clock, one line with the step, the rate since the attempt started, the ETA
-    and the last logged training loss. Checked every step (a clock read), so the interval holds
-    however slow the steps are; the loss is the last one fetched at a log event, never a device
-    sync of its own.
-
-    Attributes:
-        total: the last step of the run.
-        start: the step this attempt started from.
-        every_s: seconds between lines.
-        loss: the last logged training loss and its step, or None before the first log event.
-    """
-
-    total: int
-    start: int
-    every_s: float
-    started: float = dataclasses.field(default_factory=time.perf_counter)
-    loss: tuple[int, float] | None = None
-
-    def __post_init__(self) -> None:
-        self.last = self.started
-
-    def due(self, now: float) -> bool:
-        """Whether a line is due at wall-clock time `now` (and if so, starts the next interval)."""
-        if now - self.last < self.every_s:
-            return False
-        self.last = now
-        return True
-
-    def text(self, done: int, now: float) -> str:
-        """`step 1200/2000 (60%), 41.3 steps/s, ETA 19 s, train/loss 0.0123 (step 1150)`."""
-        rate = (done - self.start) / max(now - self.started, 1e-9)
-        eta = format_duration((self.total - done) / rate) if rate > 0 else "unknown"
-        line = f"step {done}/{self.total} ({100 * done / self.total:.0f}%), {rate:.3g} steps/s"
-        line += f", ETA {eta}"
-        if self.loss is not None:
-            line += f", train/loss {self.loss[1]:.4g} (step {self.loss[0]})"
-        return line
-
-
-def _progress_bar(total: int, initial: int, disable: bool, desc: str) -> tqdm:
-    return tqdm(
-        total=total,
-        initial=min(initial, total),
-        disable=disable,
-        unit="step",
-        desc=desc,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
 
 
 def _format(metrics: Mapping[str, float]) -> str:
@@ -1082,7 +1012,7 @@ def train(
         )
         log.info("Compiled the train step in %.2fs", compile_seconds)
         writer.scalars(start, {"perf/compile_s": compile_seconds})
-        bar = _progress_bar(steps, start, run.quiet, task.name)
+        bar = progress_bar(steps, task.name, "step", initial=start, disable=run.quiet)
         cleanup.callback(bar.close)
         if not bar.disable:
             cleanup.enter_context(logging_redirect_tqdm())

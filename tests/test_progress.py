@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.train import ProgressLine, format_duration
+from rnnlab.progress import ProgressLine, format_duration
 from rnnlab.writers import LoggerConfig
 from tests.subprocess_runs import TINY_MODEL, TINY_TASK, TRAIN, launch
 
