@@ -49,6 +49,7 @@ from rnnlab.errors import (
     report_user_errors,
 )
 from rnnlab.optim import OptimConfig, build_optimizer
+from rnnlab.progress import SweepMonitor
 from rnnlab.rundir import (
     CONFIG_FILE,
     HYDRA_DIR,
@@ -506,6 +507,87 @@ class CreateSweepDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+
+def job_label() -> str:
+    """`[#3 model=lstm,seed=0]` inside a job of a multirun (its number and its values of the
+    swept keys, `SWEPT_KEYS_ENV`; all the overrides that name its directory where those are not
+    known), else "": the jobs of a parallel launcher write to one terminal."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    job = HydraConfig.get().job
+    if HydraConfig.get().mode != RunMode.MULTIRUN or job.get("num") is None:
+        return ""
+    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
+    overrides = [o for o in job.override_dirname.split(",") if o]
+    shown = [o for o in overrides if o.split("=", 1)[0] in swept] if swept else overrides
+    return f"[#{job.num} {','.join(shown)}]" if shown else f"[#{job.num}]"
+
+
+class JobFormatter(logging.Formatter):
+    """The log format of `conf/hydra/job_logging/rnnlab.yaml`: `%(job)s` is `job_label()`, or
+    the record's own `job` (the sweep monitor's lines say `[sweep]`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "job", None) is None:
+            record.job = job_label()
+        return super().format(record)
+
+
+SWEPT_KEYS_ENV = "RNNLAB_SWEPT_KEYS"
+"""Set by `SweepProgress` for the jobs of a multirun (worker processes inherit it): the keys
+that vary between jobs, which `job_label` keeps of a job's overrides."""
+
+
+def sweep_plan(config: DictConfig) -> tuple[int | None, list[str]]:
+    """`(number of jobs, swept keys)` of a multirun. For Hydra's basic sweeper: the product of
+    the swept values (`hydra.sweeper.params` and the command line, split as the sweeper splits
+    them) and the keys given several values; for another sweeper: its `n_trials` (None where it
+    has none) and its `params` keys."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    params = dict(sweeper.get("params") or {})
+    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        trials = sweeper.get("n_trials")
+        return (int(trials) if trials else None), list(params)
+    given = [f"{key}={value}" for key, value in params.items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides([*given, *config.hydra.overrides.task])
+    except Exception:  # noqa: BLE001  (e.g. a glob() sweep, which needs Hydra's config loader)
+        return None, []
+    total = sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    return total, [o.get_key_element() for o in overrides if o.is_sweep_override()]
+
+
+class SweepProgress(Callback):
+    """A Hydra callback (`hydra.callbacks` in conf/train.yaml) that logs a sweep's progress —
+    jobs done, failed and running, elapsed time and ETA — every `logger.progress_every_s`
+    seconds while a multirun runs, and a last line when it ends (`rnnlab.progress.SweepMonitor`:
+    read from the run directories, so alike for every launcher)."""
+
+    monitor: SweepMonitor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its thread: parallel launchers send the callbacks to their workers."""
+        return {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        every_s = float(OmegaConf.select(config, "logger.progress_every_s", default=30.0))
+        total, swept = sweep_plan(config)
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept)
+        log.info("Sweep of %s jobs in %s", total or "an open number of", config.hydra.sweep.dir)
+        self.monitor = SweepMonitor(config.hydra.sweep.dir, total, every_s, log).start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(SWEPT_KEYS_ENV, None)
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
 
 
 def hydra_train(cfg: DictConfig) -> float | None:

@@ -54,7 +54,7 @@ from rnnlab.checks import check_choice, check_float, check_int
 from rnnlab.errors import ConfigError, RunDirError, UserError
 from rnnlab.models import count_params
 from rnnlab.optim import Schedule
-from rnnlab.progress import ProgressLine, resolve_quiet
+from rnnlab.progress import ProgressLine, resolve_quiet, track
 from rnnlab.progress import bar as progress_bar
 from rnnlab.provenance import ProvenanceRecord
 from rnnlab.rundir import CHECKPOINT_DIR, METRICS_FILE, PROVENANCE_FILE, RESULTS_FILE, read_json
@@ -375,7 +375,7 @@ def evaluate(
     """The task's metrics on one split (`split/metric` names), carry threaded for LMs."""
     totals: dict[str, list[float]] = {}
     carry = None
-    for batch in task.eval_batches(split):
+    for batch in track(task.eval_batches(split), f"evaluating {split}", unit="batch"):
         size = int(np.shape(batch["inputs"])[0])
         if task.stateful and carry is None:
             carry = distributed.shard_tree(task.zero_carry(model, size), mesh, size)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.progress import ProgressLine, format_duration
+from rnnlab.progress import (
+    ProgressLine,
+    SweepMonitor,
+    format_duration,
+    job_states,
+    sweep_line,
+    track,
+)
 from rnnlab.writers import LoggerConfig
 from tests.subprocess_runs import TINY_MODEL, TINY_TASK, TRAIN, launch
 
@@ -45,3 +54,76 @@ def test_quiet_run_writes_progress_lines_to_its_log(tmp_path: Path) -> None:
     lines = re.findall(r"step (\d+)/12 \(\d+%\), [\d.]+ steps/s, ETA [^,\n]+(.*)", log.read_text())
     assert len(lines) >= 5
     assert lines[-1][1].startswith(", train/loss ")  # once a log event has fetched a loss
+
+
+def test_track_logs_a_line_per_interval_without_a_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ticks = iter(range(100))
+    with caplog.at_level("INFO", logger="rnnlab.progress"):
+        items = list(
+            track(
+                range(6),
+                "evaluating valid",
+                unit="batch",
+                quiet=True,
+                every_s=2,
+                clock=lambda: next(ticks),
+            )
+        )
+    assert items == list(range(6))
+    # Clock 0 at the start, one tick per item: lines at t = 2, 4, 6 (items 2, 4, 6 of 6).
+    assert [r.getMessage() for r in caplog.records] == [
+        "evaluating valid: batch 2/6 (33%), 1 batches/s, ETA 4 s",
+        "evaluating valid: batch 4/6 (67%), 1 batches/s, ETA 2 s",
+        "evaluating valid: batch 6/6 (100%), 1 batches/s, ETA 0 s",
+    ]
+
+
+def test_track_without_a_length_counts_without_eta(caplog: pytest.LogCaptureFixture) -> None:
+    ticks = iter(range(100))
+    with caplog.at_level("INFO", logger="rnnlab.progress"):
+        list(
+            track(
+                (c for c in "abc"), "reading", unit="run", quiet=True, every_s=3, clock=lambda: next(ticks)
+            )
+        )
+    assert [r.getMessage() for r in caplog.records] == ["reading: run 3, 1 runs/s"]
+
+
+def _job(sweep: Path, name: str, results: dict | None, attempt: str = "running") -> None:
+    run = sweep / name
+    run.mkdir(parents=True)
+    (run / "provenance.json").write_text(json.dumps({"attempts": [{"status": attempt}]}))
+    if results is not None:
+        (run / "results.json").write_text(json.dumps(results))
+
+
+def test_sweep_state_is_read_from_the_run_directories(tmp_path: Path) -> None:
+    _job(tmp_path, "model=lstm", {"status": "completed"})
+    _job(tmp_path, "model=gru", {"status": "diverged"})
+    _job(tmp_path, "model=rnn", None)  # started, no results yet
+    _job(tmp_path, "model=bilstm", None, attempt="killed")  # ended without results
+    counts = job_states(tmp_path)
+    assert counts == {"completed": 1, "running": 1, "failed": 2}
+    # 3 of 10 done in 60 s: 20 s a job, 7 to go.
+    text = sweep_line(counts, 10, 60.0)
+    assert text == "sweep: 3/10 jobs done (2 failed), 1 running, 1 min 00 s elapsed, ETA 2 min 20 s"
+    assert (
+        sweep_line(counts, None, 5.0) == "sweep: 3/? jobs done (2 failed), 1 running, 5 s elapsed"
+    )
+
+
+def test_sweep_monitor_logs_while_running_and_once_at_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _job(tmp_path, "seed=0", {"status": "completed"})
+    with caplog.at_level("INFO", logger="rnnlab.progress"):
+        monitor = SweepMonitor(tmp_path, total=2, every_s=0.01).start()
+        time.sleep(0.2)
+        _job(tmp_path, "seed=1", {"status": "completed"})
+        monitor.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) >= 3 and all(r.job == "[sweep]" for r in caplog.records)
+    assert lines[0].startswith("sweep: 1/2 jobs done, 0 running, ") and "ETA" in lines[0]
+    assert re.fullmatch(r"sweep: 2/2 jobs done, 0 running, \d+ s elapsed", lines[-1])

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -36,10 +38,20 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_multirun_writes_one_named_directory_per_job(tmp_path: Path, cache: Path) -> None:
     sweep = tmp_path / "sweep"
+    every = "logger.progress_every_s=0.05"
     proc = launch(
-        [*TRAIN, "-m", "model=lstm,gru", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], cache
+        [*TRAIN, "-m", "model=lstm,gru", "seed=0,1", *TINY, every, f"hydra.sweep.dir={sweep}"],
+        cache,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Every job's lines name it by its number and its swept values only; the sweep reports.
+    labels = set(re.findall(r"\]\[INFO\](\[#\d [^\]]*\]) - ", proc.stdout))
+    assert labels == {
+        f"[#{i} model={m},seed={s}]" for i, (m, s) in enumerate(product(("lstm", "gru"), "01"))
+    }
+    assert "Sweep of 4 jobs in " in proc.stdout
+    assert re.search(r"sweep: [0-3]/4 jobs done, [01] running, .* elapsed, ETA ", proc.stdout)
+    assert re.search(r"sweep: 4/4 jobs done, 0 running, [^,\n]* elapsed\n", proc.stdout)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     items = [set(p.name.split(",")) for p in jobs]
     assert len(jobs) == 4 and all("trainer=debug" in i for i in items)
