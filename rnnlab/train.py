@@ -60,7 +60,7 @@ from rnnlab.provenance import ProvenanceRecord
 from rnnlab.rundir import CHECKPOINT_DIR, METRICS_FILE, PROVENANCE_FILE, RESULTS_FILE, read_json
 from rnnlab.tasks.base import Batch, Task
 from rnnlab.tasks.language_model import LanguageModelTask, sample_text, save_vocab
-from rnnlab.writers import LoggerConfig, RunWriter, write_results
+from rnnlab.writers import WALL, LoggerConfig, RunWriter, final_score_names, write_results
 
 log = logging.getLogger(__name__)
 
@@ -667,7 +667,8 @@ class Attempt:
         metrics = evaluate(self.task, self.model, params, split, self.eval_step, self.mesh)
         seconds = time.perf_counter() - tic
         self.progress.eval_seconds += seconds
-        self.writer.scalars(step, {**metrics, "perf/eval_s": seconds})
+        self.writer.scalars(step, {**metrics, f"{WALL}/eval_s": seconds})
+        self.writer.layout(metrics)
         tokens = self.config.sample_tokens
         if self.logger.text_samples and tokens > 0 and isinstance(self.task, LanguageModelTask):
             key = jax.random.fold_in(self.sample_key, step)  # every process: global arrays
@@ -791,8 +792,8 @@ def log_window(run: Attempt, done: int, bar: tqdm) -> float:
             **means,
             "train/grad_norm": window.grad_norm / window.steps,
             "train/learning_rate": float(run.schedule(done - 1)),
-            "perf/step_ms": 1000.0 * window.seconds / window.steps,
-            "perf/tokens_per_s": window.tokens / max(window.seconds, 1e-9),
+            f"{WALL}/step_ms": 1000.0 * window.seconds / window.steps,
+            f"{WALL}/tokens_per_s": window.tokens / max(window.seconds, 1e-9),
         },
     )
     bar.set_postfix(loss=f"{means['train/loss']:.4g}", refresh=False)
@@ -873,8 +874,7 @@ def finish(
     if not progress.last_eval:
         progress.last_eval = run.evaluate(final_step, state["params"])
     scored, scored_step, best_step = score_best(run, state, final_step)
-    final_scalars = {f"best/{k}": v for k, v in scored.items()}
-    final_scalars.update({k: v for k, v in scored.items() if not k.startswith("valid/")})
+    final_scalars = final_score_names(scored, run.task.splits[0])
     run.writer.scalars(final_step, final_scalars)
     train_s = max(progress.train_seconds, 1e-9)
     results: dict[str, Any] = {
@@ -1011,7 +1011,7 @@ def train(
             task, model, optimizer, state, example, mesh, config.divergence_factor
         )
         log.info("Compiled the train step in %.2fs", compile_seconds)
-        writer.scalars(start, {"perf/compile_s": compile_seconds})
+        writer.scalars(start, {f"{WALL}/compile_s": compile_seconds})
         bar = progress_bar(steps, task.name, "step", initial=start, disable=run.quiet)
         cleanup.callback(bar.close)
         if not bar.disable:

@@ -1,7 +1,15 @@
 """What a run writes: TensorBoard events, `metrics.jsonl`, `results.json`.
 
-Every scalar goes to both sinks under the same `split/metric` name (`train/loss`, `valid/bpc`,
-`perf/tokens_per_s`). Everything is written into the run directory itself, hparams included:
+Every scalar goes to both sinks under the same `split/metric` name: learning curves `train/loss`,
+`valid/bpc`; the selected (best) checkpoint scored at the end, `valid/best/bpc` and `test/bpc`;
+wall-clock measurements `wall/tokens_per_s`, `wall/step_ms`, `wall/eval_s`, `wall/compile_s`
+(they differ between identical runs; everything else is reproducible). The names are chosen for
+TensorBoard's SCALARS page, which sorts categories by name and opens the first two: `train` and
+`valid` come first (then `wall`; `test` sorts before them where a task has a test split). Its
+CUSTOM SCALARS page (`scalar_layout`) puts each metric's train and valid curves in one chart,
+then the best checkpoint's scores, then the timings.
+
+Everything is written into the run directory itself, hparams included:
 `tensorboardX.SummaryWriter.add_hparams` would open a separate sub-run, so the three hparams
 summaries (`tensorboardX.summary.hparams`) go through the run's own file writer instead, and
 `tensorboard --logdir <sweep dir>` shows one run per job, named by its directory.
@@ -17,8 +25,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +72,54 @@ class LoggerConfig:
         check_int("logger.log_every", self.log_every, 1)
         check_int("logger.flush_secs", self.flush_secs, 1)
         check_float("logger.progress_every_s", self.progress_every_s, 0.0, low_open=True)
+
+
+WALL = "wall"
+"""The namespace of wall-clock measurements (throughput and timings)."""
+
+
+def final_score_names(scored: Mapping[str, Any], monitored_split: str) -> dict[str, Any]:
+    """The names the best checkpoint's scores are logged under: the monitored split's metrics
+    as `valid/best/<metric>` (its plain names hold the learning curve), the other splits' (a
+    test set, scored only here) as they are.
+
+        >>> final_score_names({"valid/loss": 0.5, "test/loss": 0.6}, "valid")
+        {'valid/best/loss': 0.5, 'test/loss': 0.6}
+    """
+    names = {}
+    for name, value in scored.items():
+        split, metric = name.split("/", 1)
+        names[f"{split}/best/{metric}" if split == monitored_split else name] = value
+    return names
+
+
+def scalar_layout(metrics: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's CUSTOM SCALARS layout for the evaluation metrics `metrics` (`valid/loss`,
+    ...): categories in reading order, each chart a regular expression over tags, so one chart
+    shows every run's train and valid curve of a metric side by side.
+
+    Returns:
+        `{category: {chart title: ["Multiline", [tag regex]]}}` (`tensorboardX`'s form).
+    """
+    names = sorted({name.split("/", 1)[1] for name in metrics if "/" in name})
+    chart = lambda pattern: ["Multiline", [pattern]]  # noqa: E731
+    return {
+        "learning curves: train and valid": {
+            name: chart(rf"^(train|valid)/{re.escape(name)}$") for name in names
+        },
+        "optimisation": {
+            "gradient norm": chart(r"^train/grad_norm$"),
+            "learning rate": chart(r"^train/learning_rate$"),
+        },
+        "best checkpoint: valid and test": {
+            name: chart(rf"^(valid/best|test)/{re.escape(name)}$") for name in names
+        },
+        "wall clock": {
+            "tokens per second (training)": chart(rf"^{WALL}/tokens_per_s$"),
+            "ms per training step": chart(rf"^{WALL}/step_ms$"),
+            "evaluation seconds": chart(rf"^{WALL}/eval_s$"),
+        },
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -125,6 +182,7 @@ class RunWriter:
         self.enabled = enabled
         self._tb = None
         self._jsonl = None
+        self._layout_written = False
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +211,14 @@ class RunWriter:
             for name, value in values.items():
                 if isinstance(value, int | float):
                     self._tb.add_scalar(name, value, int(step))
+
+    def layout(self, metrics: Iterable[str]) -> None:
+        """Writes the CUSTOM SCALARS layout (`scalar_layout`) once per attempt; TensorBoard
+        merges the copies of every run and attempt by category and chart title."""
+        if not self.enabled or self._tb is None or self._layout_written:
+            return
+        self._tb.add_custom_scalars(scalar_layout(metrics))
+        self._layout_written = True
 
     def text(self, step: int, tag: str, text: str) -> None:
         """A text sample (TensorBoard's text tab renders markdown: wrap it in a code block)."""

@@ -37,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _metrics(run_dir: Path) -> list[dict]:
     """`metrics.jsonl` without wall-clock fields."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith(("perf/", "time"))} for r in rows]
+    return [{k: v for k, v in r.items() if not k.startswith(("wall/", "time"))} for r in rows]
 
 
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path: Path) -> None:

@@ -211,10 +211,10 @@ def test_adding_loss_falls_and_logs_everything(tmp_path: Path) -> None:
         "train/grad_norm",
         "train/learning_rate",
         "valid/mse",
-        "perf/tokens_per_s",
-        "perf/step_ms",
-        "perf/compile_s",
-        "perf/eval_s",
+        "wall/tokens_per_s",
+        "wall/step_ms",
+        "wall/compile_s",
+        "wall/eval_s",
     ):
         assert name in names, name
     assert results["perf"]["compile_s"] > 0 and results["perf"]["tokens_per_s"] > 0
@@ -222,7 +222,12 @@ def test_adding_loss_falls_and_logs_everything(tmp_path: Path) -> None:
     tags = {v.tag for e in tb for v in e.summary.value}
     assert {"train/loss", "valid/mse", "train/learning_rate"} <= tags
     plugins = {v.metadata.plugin_data.plugin_name for e in tb for v in e.summary.value}
-    assert "hparams" in plugins
+    assert {"hparams", "custom_scalars"} <= plugins
+    # The best checkpoint's score sits in the valid category, not in a category of its own
+    # that TensorBoard would sort (and open) before the learning curves.
+    assert "valid/best/mse" in tags and not any(t.startswith(("best/", "perf/")) for t in tags)
+    scalars = {v.tag for e in tb for v in e.summary.value if v.HasField("simple_value")}
+    assert {t.split("/")[0] for t in scalars} == {"train", "valid", "wall"}
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [tmp_path / "checkpoints"]
 
 
@@ -286,7 +291,7 @@ def test_killed_run_resumes_bit_identical(tmp_path: Path, data_dir: Path) -> Non
 
     def metrics(path: Path) -> list[dict[str, Any]]:
         return [
-            {k: v for k, v in e.items() if not k.startswith(("perf/", "time"))}
+            {k: v for k, v in e.items() if not k.startswith(("wall/", "time"))}
             for e in read_jsonl(path / "metrics.jsonl")
         ]
 

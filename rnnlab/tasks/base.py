@@ -179,7 +179,7 @@ class Task(abc.ABC):
         """The fixed batches of an evaluation split, in order."""
 
     def tokens(self, batch: Batch) -> int:
-        """Input time steps in a batch (`b * t`), for `perf/tokens_per_s`."""
+        """Input time steps in a batch (`b * t`), for `wall/tokens_per_s`."""
         inputs = batch["inputs"]
         return int(inputs.shape[0] * inputs.shape[1])
 
