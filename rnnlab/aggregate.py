@@ -1,17 +1,35 @@
-"""Sweeps into paper artefacts: Markdown and LaTeX tables, a CSV of every run, and plots.
+"""Sweeps into paper artefacts: Markdown and LaTeX tables, a CSV of every run, and figures.
 
     rnnlab-aggregate multirun/2026-11-22_05-21-41             # -> multirun/.../aggregate/
     rnnlab-aggregate sweep_a sweep_b --out paper/ --metrics valid/mse,test/accuracy
-    rnnlab-aggregate sweep --group-by model --x-key task.length --curve-metric valid/loss
+    rnnlab-aggregate sweep --group-by model --x-key task.length --baseline-variant lstm
 
 Runs are read through `rnnlab.rundir` (a damaged file is skipped with a warning, the run still
 reported; never TensorBoard event files). Runs with equal values of the swept keys (or of
 `--group-by`) form a variant; its runs are its seeds. The runs are one DataFrame (`runs.csv`);
 the table is its `groupby(variant).agg` over completed runs, rendered as Markdown and `to_latex`
-(`NOTES` says how to read a cell). Failed and incomplete runs count in no statistic but are
-listed, never dropped silently. Mistakes in the arguments are one line on stderr and exit status
-2 before anything is written (`--debug` or `RNNLAB_DEBUG=1` adds the traceback). README
+(`NOTES` and `Table.notes` say how to read it). Failed and incomplete runs count in no statistic
+but are listed, never dropped silently. Mistakes in the arguments are one line on stderr and exit
+status 2 before anything is written (`--debug` or `RNNLAB_DEBUG=1` adds the traceback). README
 "Aggregating a sweep" describes the outputs.
+
+Table rules:
+- One column per distinct metric: metrics equal in every completed run (an MSE task's
+  `valid/loss` and `valid/mse`) share one column, the notes name them.
+- Every metric column carries its mode's arrow (↓ lower is better, ↑ higher is better):
+  `--mode NAME=min|max` first, then a monitored metric's saved mode, then `metric_mode`'s rule
+  from the name; a metric of unknown mode has no arrow and is named in the notes.
+- Blocks: with two or more grouping keys, the rows sharing every key but the last (e.g. one
+  task and length, a row per model) are compared with each other only. The best mean of a
+  block (as shown, 4 significant digits; ties all) is bold; `--baseline-variant V` marks with
+  † the rows whose seeds differ from those of the block's row with last key V at p < `ALPHA`
+  (Welch's two-sided t-test; n >= 2 on both sides).
+
+Figures (`rnnlab.figures` style, one column wide unless `--width page`) show the blocks as
+panels (at most `MAX_PANELS`, else one panel) and a line per variant, each with its own colour,
+marker and dash; the task's baseline (`results.json` `baselines`, `baseline_value`) is a grey
+dotted labelled line; the y axis is logarithmic when the means span more than `LOG_SPAN` (two
+decades).
 """
 
 from __future__ import annotations
@@ -19,20 +37,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from rnnlab import argcheck, rundir
 from rnnlab.errors import ConfigError, report_user_errors
-from rnnlab.figures import figure, save_figure
-from rnnlab.rundir import COMPLETED, GROUPS, INCOMPLETE, Run, load_runs
+from rnnlab.figures import BASELINE_STYLE, WIDTHS, figure, line_style, save_figure, styled
+from rnnlab.progress import track
+from rnnlab.rundir import COMPLETED, GROUPS, INCOMPLETE, Run, find_run_dirs, load_run, load_runs
 from rnnlab.writers import NOT_HPARAMS
 
 PROG = "rnnlab-aggregate"
@@ -41,21 +65,36 @@ PERF_TIME_KEYS = ("compile_s", "train_s", "eval_s")
 KINDS = ("final", "best")
 BANDS = ("std", "minmax")  # around a mean learning curve: ±1 sample std, or min–max over seeds
 DASH = "–"
+MODES = ("min", "max")
 ARROWS = {"min": ("↓", r"$\downarrow$"), "max": ("↑", r"$\uparrow$")}  # Markdown, LaTeX
+MODE_NAMES = {
+    "min": ("loss", "mse", "mae", "rmse", "bpc", "perplexity", "ppl", "error", "nll"),
+    "max": ("accuracy", "acc", "f1", "auc", "r2"),
+}
+"""`metric_mode`'s rule: a metric whose last name part (`valid/mse_original` -> `mse`) is listed."""
+ACRONYMS = {n: n.upper() for n in ("mse", "mae", "rmse", "bpc", "ppl", "nll", "auc", "f1", "r2")}
+BASELINE_ALIASES = {"loss": ("cross_entropy", "mse")}
+"""A task's loss is its cross-entropy (classification, copy) or its MSE (regression)."""
+ALPHA = 0.05
+SIGNIFICANT = ("†", r"$^\dagger$")  # Markdown, LaTeX
+NICE_STEPS = (1, 2, 2.5, 5, 10)  # tick spacings: 1, 2, 2.5 or 5 times a power of ten
+LOG_SPAN = 100.0
+MAX_PANELS = 6
 # fmt: off
 LATEX_SPECIAL = str.maketrans({
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", DASH: "--",
     "±": r"$\pm$",
 })
+ASCII = str.maketrans({"±": "+/-", DASH: "--", "↓": "(down)", "↑": "(up)", "†": "+", "≥": ">="})
 # fmt: on
 NOTES = (
     "Cells: mean ± sample std (ddof=1) over seeds, n = completed runs per variant (± – where "
-    "n = 1). final: at the last evaluation; best: at the checkpoint selected by {}, for that "
-    "metric its best value. time: wall-clock seconds (results.json perf.wall_s or "
-    "provenance.json; else compile + train + eval seconds)."
+    "n = 1). final: at the last evaluation; best: at the checkpoint selected by the monitored "
+    "metric ({}), for that metric its best value. time: wall-clock seconds (results.json "
+    "perf.wall_s or provenance.json; else compile + train + eval seconds)."
 )
-"""How to read the table's cells (`{}`: the monitored metric and its mode)."""
+"""How to read the table's cells (`{}`: the monitored metrics and their modes)."""
 Names = Sequence[str] | None  # an option's names; None: its default
 
 
@@ -108,13 +147,15 @@ def group_runs(runs: Sequence[Run], keys: Sequence[str]) -> list[Variant]:
     return sorted(variants, key=lambda v: [_sort_key(x) for x in v.values])
 
 
-def monitored(runs: Sequence[Run]) -> tuple[str | None, str | None]:
-    """The monitored metric and its mode ("min"/"max") of the first completed run."""
-    for run in runs:
+def monitored(runs: Sequence[Run]) -> dict[str, str | None]:
+    """The monitored metrics of the completed runs (one per task in a mixed sweep), in order of
+    the runs, each with its saved mode ("min"/"max")."""
+    found: dict[str, str | None] = {}
+    for run in (r for r in runs if r.completed):
         best = run.results.get("best") or {}
-        if run.completed and best.get("metric"):
-            return best["metric"], best.get("mode")
-    return None, None
+        if best.get("metric"):
+            found.setdefault(best["metric"], best.get("mode"))
+    return found
 
 
 def metric_value(run: Run, metric: str, kind: str) -> float | None:
@@ -130,12 +171,59 @@ def metric_value(run: Run, metric: str, kind: str) -> float | None:
 
 
 def available_metrics(runs: Sequence[Run]) -> list[str]:
-    """The monitored metric, every `final` metric, then the other best-checkpoint metrics."""
-    names = dict.fromkeys([m] if (m := monitored(runs)[0]) else [])
+    """The monitored metrics, every `final` metric, then the other best-checkpoint metrics."""
+    names = dict.fromkeys(monitored(runs))
     for section in ("final", "best_checkpoint_metrics"):
         for run in (r for r in runs if r.completed):
             names.update(dict.fromkeys(sorted(run.results.get(section) or {})))
     return list(names)
+
+
+def metric_mode(metric: str, modes: Mapping[str, str | None] | None = None) -> str | None:
+    """ "min" (lower is better), "max" or None (unknown) for `metric`: `modes[metric]` if given
+    (`--mode`, the monitored metric's saved mode), else by `MODE_NAMES` from its last part split
+    at "_"/"-" (`valid/mse` and `test/mse_original` min, `test/top5_acc` max).
+
+        >>> metric_mode("valid/bpc"), metric_mode("test/accuracy"), metric_mode("wall/step_ms")
+        ('min', 'max', None)
+    """
+    if modes and modes.get(metric) in MODES:
+        return modes[metric]
+    name = metric.rpartition("/")[2].lower()
+    parts = {name, *re.split(r"[_\-]", name)}
+    return next((mode for mode, names in MODE_NAMES.items() if parts & set(names)), None)
+
+
+def label(name: str) -> str:
+    """A metric or key for a reader: `valid/mse` -> "valid MSE", `task.length` -> "task length"."""
+    words = re.split(r"[/._]", name)
+    return " ".join(ACRONYMS.get(w.lower(), w) for w in words if w)
+
+
+def baseline_value(run: Run, metric: str) -> float | None:
+    """The task's reference level for `metric` from the run's `results.json` `baselines`:
+    `baseline/<split>_<name>`, else `baseline/<name>` (for a `loss`, also its
+    `BASELINE_ALIASES`), e.g. `valid/mse` -> `baseline/mse`; None if the task defines none."""
+    baselines = run.results.get("baselines") or {}
+    split, _, name = metric.rpartition("/")
+    names = [f"{split}_{name}" if split else name, name, *BASELINE_ALIASES.get(name, ())]
+    value = next((baselines[f"baseline/{n}"] for n in names if f"baseline/{n}" in baselines), None)
+    return float(value) if _is_number(value) else None
+
+
+def read_runs(roots: Sequence[str | os.PathLike[str]], events: bool = False) -> list[Run]:
+    """`load_runs(roots)` with progress (`track`), also reading each `metrics.jsonl` if
+    `events`; a root without runs raises `load_runs`'s RunNotFoundError."""
+    found = [find_run_dirs([root]) for root in roots]
+    if not roots or not all(found):
+        return load_runs(roots)  # raises, naming the root
+    paths = sorted({path for paths in found for path in paths})
+    runs = []
+    for path in track(paths, desc="reading runs", total=len(paths), unit="run"):
+        runs.append(run := load_run(path))
+        if events and run.completed:
+            run.events  # noqa: B018  (cached: read once, here, under the progress line)
+    return runs
 
 
 def wall_seconds(run: Run) -> float | None:
@@ -172,12 +260,16 @@ def runs_frame(runs: Sequence[Run], keys: Sequence[str], metrics: Sequence[str])
 
 @dataclass(frozen=True)
 class Stat:
-    """A metric's cell: mean and sample std (None for n = 1) of `n` of the variant's `of` runs."""
+    """A metric's cell: mean and sample std (None for n = 1) of `n` of the variant's `of` runs;
+    `best`: the best mean of its block (bold); `significant`: Welch's test against the reference
+    variant gave p < `ALPHA` (†)."""
 
     mean: float
     std: float | None
     n: int
     of: int
+    best: bool = False
+    significant: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,10 +283,13 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """The summary: one row per variant, a cell (str, `Stat` or None) per column."""
+    """The summary: one row per variant, a cell (str, `Stat` or None) per column; `metrics`: the
+    distinct metrics it shows; `notes`: how to read its arrows, bold, marks and merged columns."""
 
     columns: list[Column]
     rows: list[list[str | Stat | None]]
+    metrics: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def format_value(value: Any) -> str:
@@ -216,19 +311,82 @@ def _params(values: pd.Series) -> str | None:
     return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
 
 
+def distinct_metrics(done: pd.DataFrame, metrics: Sequence[str]) -> dict[str, list[str]]:
+    """`metrics` less those equal to an earlier one (both kinds) in every completed run (`done`:
+    rows of `runs_frame`), each kept with the names it stands for, itself first."""
+    values = {m: done[[f"{k}/{m}" for k in KINDS]].astype(float).to_numpy() for m in metrics}
+    kept: dict[str, list[str]] = {}
+    for metric in metrics:
+        same = [m for m in kept if np.array_equal(values[m], values[metric], equal_nan=True)]
+        if same and not np.isnan(values[metric]).all():
+            kept[same[0]].append(metric)
+        else:
+            kept[metric] = [metric]
+    return kept
+
+
+def mark_best(cells: list, blocks: Sequence[str], mode: str | None) -> list:
+    """`cells` (a column) with `Stat.best` on the best mean as shown (4 significant digits; ties
+    all) of every block of two or more means."""
+    shown = {
+        i: float(f"{c.mean:.4g}")
+        for i, c in enumerate(cells)
+        if isinstance(c, Stat) and math.isfinite(c.mean)
+    }
+    means: dict[str, list[float]] = {}
+    for i, mean in shown.items():
+        means.setdefault(blocks[i], []).append(mean)
+    pick = {"min": min, "max": max}.get(mode or "")
+    best = {block: pick(m) for block, m in means.items() if pick and len(m) > 1}
+    return [
+        replace(c, best=True) if i in shown and best.get(blocks[i]) == shown[i] else c
+        for i, c in enumerate(cells)
+    ]
+
+
+def mark_significant(
+    cells: list, samples: Mapping[int, np.ndarray], blocks: Sequence[str], refs: Mapping[str, int]
+) -> list:
+    """`cells` (a column) with `Stat.significant` where Welch's two-sided t-test (unequal
+    variances) of the row's seeds (`samples[row]`) against those of its block's reference row
+    (`refs[block]`) gives p < `ALPHA`; untested where either side has fewer than 2 seeds."""
+    from scipy import stats  # a slow import: only with a reference variant
+
+    marked = list(cells)
+    for i, cell in enumerate(cells):
+        ref = refs.get(blocks[i])
+        if not isinstance(cell, Stat) or ref in (None, i):
+            continue
+        a, b = samples.get(i, np.empty(0)), samples.get(ref, np.empty(0))
+        if len(a) >= 2 and len(b) >= 2:
+            with warnings.catch_warnings():  # both constant: p is nan, no mark
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = stats.ttest_ind(a, b, equal_var=False).pvalue
+            marked[i] = replace(cell, significant=bool(p < ALPHA))
+    return marked
+
+
 def build_table(
-    frame: pd.DataFrame, variants: list[Variant], keys: list[str], metrics: list[str], modes: dict
+    frame: pd.DataFrame,
+    variants: list[Variant],
+    keys: list[str],
+    metrics: list[str],
+    modes: Mapping[str, str | None],
+    reference: str | None = None,
 ) -> Table:
-    """One row per variant (`frame`: `runs_frame`), a column per metric and kind; `modes`: metric
-    -> "min"/"max". Metric columns empty in every row are left out."""
+    """One row per variant (`frame`: `runs_frame`), a column per distinct metric and kind (see
+    the module docstring for merged columns, arrows, bold and marks); `modes`: metric ->
+    "min"/"max" before `metric_mode`'s rule; `reference`: the last key's value of the variant
+    each block is tested against. Metric columns empty in every row are left out."""
     variant_of = {str(r.path): i for i, v in enumerate(variants) for r in v.runs}
     frame = frame.assign(variant=frame["run_dir"].map(variant_of))
     done, ids = frame[frame["status"] == COMPLETED], range(len(variants))
     status = pd.crosstab(frame["variant"], frame["status"])
     n_done = status.pop(COMPLETED) if COMPLETED in status else pd.Series(0, status.index)
     others = [", ".join(f"+{k} {s}" for s, k in row.items() if k) for _, row in status.iterrows()]
-    metrics = [f"{kind}/{m}" for m in metrics for kind in KINDS]
-    stats = done[["time_s", *metrics]].astype(float).groupby(done["variant"])
+    distinct = distinct_metrics(done, metrics)
+    columns_of = [f"{kind}/{m}" for m in distinct for kind in KINDS]
+    stats = done[["time_s", *columns_of]].astype(float).groupby(done["variant"])
     stats = stats.agg(["mean", "std", "count"]).reindex(ids)
     params = done.groupby("variant")["num_params"].agg(_params)
     columns = [Column(k, numeric=False) for k in keys] or [Column("variant", numeric=False)]
@@ -239,24 +397,57 @@ def build_table(
         [params.get(i) for i in ids],
         [None if pd.isna(t) else f"{t:.3g}" for t in stats[("time_s", "mean")]],
     ]
-    for column in metrics:
+    blocks = [canonical(v.values[:-1]) for v in variants]
+    refs = {
+        blocks[i]: i
+        for i, v in enumerate(variants)
+        if reference is not None and v.values and format_value(v.values[-1]) == reference
+    }
+    shown: list[str] = []
+    for column in columns_of:
         mean, std, count = (stats[(column, s)] for s in ("mean", "std", "count"))
-        if count.any():
-            kind, metric = column.split("/", 1)
-            columns.append(Column(f"{metric} ({kind})", modes.get(metric)))
-            data.append(
-                [
-                    Stat(float(m), float(s) if n > 1 else None, int(n), int(of)) if n > 0 else None
-                    for m, s, n, of in zip(mean, std, count, n_done, strict=True)
-                ]
-            )
-    return Table(columns, [list(row) for row in zip(*data, strict=True)])
+        if not count.any():
+            continue
+        kind, metric = column.split("/", 1)
+        mode = metric_mode(metric, modes)
+        cells = [
+            Stat(float(m), float(s) if n > 1 else None, int(n), int(of)) if n > 0 else None
+            for m, s, n, of in zip(mean, std, count, n_done, strict=True)
+        ]
+        cells = mark_best(cells, blocks, mode)
+        if refs:
+            seeds = done.groupby("variant")[column]
+            samples = {int(i): g.astype(float).dropna().to_numpy() for i, g in seeds}
+            cells = mark_significant(cells, samples, blocks, refs)
+        columns.append(Column(f"{label(metric)} ({kind})", mode))
+        data.append(cells)
+        shown.append(metric)
+    shown = list(dict.fromkeys(shown))
+    within = f" among rows of equal {', '.join(keys[:-1])}" if len(keys) > 1 else ""
+    notes = [
+        f"↓ lower is better, ↑ higher is better; bold: the best mean of a column{within} (as "
+        "shown; ties all bold)."
+    ]
+    notes += [
+        f"{label(m)} stands for {' = '.join(distinct[m])} (equal in every completed run)."
+        for m in shown
+        if len(distinct[m]) > 1
+    ]
+    if unknown := [m for m in shown if metric_mode(m, modes) is None]:
+        notes.append(f"No arrow, mode unknown (give --mode NAME=min|max): {', '.join(unknown)}.")
+    if refs:
+        notes.append(
+            f"{SIGNIFICANT[0]}: p < {ALPHA} against {keys[-1]}={reference}{within} in Welch's "
+            "two-sided t-test over seeds (unequal variances; scipy.stats.ttest_ind, "
+            "equal_var=False), made only where both have n ≥ 2."
+        )
+    return Table(columns, [list(row) for row in zip(*data, strict=True)], shown, notes)
 
 
 def _cell(cell: str | Stat | None, latex: bool = False) -> str:
     """A cell's text in Markdown ("|" escaped) or LaTeX (escaped; numbers in math mode, an
     exponent as `\\times 10^{k}`); a mean to 4 and a std to 2 significant digits, trailing zeros
-    kept (0.20 is not 0.2)."""
+    kept (0.20 is not 0.2); a best mean bold, a significant difference marked †."""
     if not isinstance(cell, Stat):
         text = DASH if cell is None else str(cell)
         return latex_escape(text) if latex else text.replace("|", "\\|")
@@ -270,7 +461,10 @@ def _cell(cell: str | Stat | None, latex: bool = False) -> str:
     pm, missing = (r"$\pm$", "--") if latex else ("±", DASH)
     std = missing if cell.std is None else number(cell.std, 2)
     n = "" if cell.n == cell.of else f" ($n={cell.n}$)" if latex else f" (n={cell.n})"
-    return f"{number(cell.mean)} {pm} {std}{n}"
+    text = f"{number(cell.mean)} {pm} {std}{n}{SIGNIFICANT[latex] if cell.significant else ''}"
+    if cell.best:
+        return rf"\textbf{{\boldmath {text}}}" if latex else f"**{text}**"
+    return text
 
 
 def render_table(table: Table, latex: bool = False) -> str:
@@ -318,43 +512,161 @@ def file_stem(*parts: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in ".-=" else "-" for c in p) for p in parts)
 
 
-def variant_label(keys: Sequence[str], values: Sequence[Any]) -> str:
-    return ", ".join(f"{k}={format_value(v)}" for k, v in zip(keys, values, strict=True)) or "all"
+STATS = ["mean", "std", "min", "max", "count"]
 
 
-def plot_curves(
-    variants: list[Variant], keys: list[str], metric: str, out_dir: Path, band: str
-) -> list[Path]:
-    """`metric` against step, a mean line per variant with a band over its seeds; the files
-    written to `out_dir` (none if no run logged `metric`)."""
-    axes = figure(figsize=(5.5, 3.6), layout="constrained").add_subplot()
+@dataclass(frozen=True)
+class Line:
+    """One variant in a figure: its panel's title, legend label, `line_style` index, `stat` by x
+    (columns `STATS`, over seeds) and the task's baseline for the metric (None if none)."""
+
+    panel: str
+    label: str
+    style: int
+    stat: pd.DataFrame
+    baseline: float | None
+
+
+def _first(values: Iterable[float | None]) -> float | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _parts(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[list[str]]:
+    """Each row's `key=value` texts for the keys whose value varies across `rows` (a None
+    value left out)."""
+    varying = [j for j in range(len(keys)) if len({canonical(r[j]) for r in rows}) > 1]
+    return [
+        [f"{label(keys[j])} = {format_value(r[j])}" for j in varying if r[j] is not None]
+        for r in rows
+    ]
+
+
+def arrange(
+    entries: Sequence[tuple[Variant, pd.DataFrame, float | None]], keys: Sequence[str]
+) -> tuple[list[Line], str | None]:
+    """The `Line`s of (variant, stat, baseline) `entries` and the legend's title: with two or
+    more keys and at most `MAX_PANELS` blocks (equal values of all keys but the last), a panel
+    per block and a line per value of the last key, styled alike in every panel; otherwise one
+    panel, a line per variant. Titles and labels name only the keys that vary."""
+    variants = [variant for variant, _, _ in entries]
+    split = len(keys) > 1 and len({canonical(v.values[:-1]) for v in variants}) <= MAX_PANELS
+    cut = len(keys) - 1 if split else 0
+    panels = _parts(keys[:cut], [v.values[:cut] for v in variants])
+    values = [v.values[cut:] for v in variants]
+    order = sorted({canonical(x): x for x in values}.values(), key=lambda x: [*map(_sort_key, x)])
+    single = len(keys) - cut == 1
+    labels = [format_value(x[0]) for x in values] if single else _parts(keys[cut:], values)
+    lines = [
+        Line(", ".join(panel), text if single else ", ".join(text), order.index(x), stat, base)
+        for panel, text, x, (_, stat, base) in zip(panels, labels, values, entries, strict=True)
+    ]
+    return lines, label(keys[-1]) if single else None
+
+
+def draw(
+    lines: Sequence[Line],
+    xlabel: str,
+    ylabel: str,
+    legend_title: str | None = None,
+    width: str = "column",
+    band: str | None = "std",
+    x_ticks: tuple[list[Any], list[str]] | None = None,
+    x_log: bool = False,
+) -> Figure | None:
+    """A figure of `lines` (None if there are none): a panel per distinct `Line.panel`, stacked
+    at column width, up to 3 a row at page width; mean lines with a `band` (`BANDS`) or, for
+    `band=None`, error bars of ±1 std; the baselines as grey dotted labelled lines; a panel's y
+    axis logarithmic when its means are positive and span more than `LOG_SPAN` (a band or bar
+    reaching zero or below then stops at the lowest seed); ticks at 1, 2, 2.5 or 5 times a power
+    of ten (integers on x), or at `x_ticks` (positions, texts); one legend below the panels."""
+    if not lines:
+        return None
+    titles = list(dict.fromkeys(line.panel for line in lines))
+    ncols = 1 if width == "column" else min(len(titles), 3)
+    nrows = -(-len(titles) // ncols)
+    means = {t: pd.concat([x.stat["mean"] for x in lines if x.panel == t]) for t in titles}
+    y_logs = [bool((m > 0).all() and m.max() > LOG_SPAN * m.min()) for m in means.values()]
+    fig = figure(width, aspect=0.62 if ncols == 1 else 0.9 / ncols, rows=nrows)
+    with styled():
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        axes = list(grid.ravel()[: len(titles)])
+        for extra in grid.ravel()[len(titles) :]:
+            extra.remove()
+        for line in lines:
+            axes_ = axes[titles.index(line.panel)]
+            stat, style = line.stat, line_style(line.style)
+            mean, std = stat["mean"], stat["std"].fillna(0.0)
+            low, high = (stat["min"], stat["max"]) if band == "minmax" else (mean - std, mean + std)
+            if y_logs[titles.index(line.panel)]:
+                low = low.where(low > 0, stat["min"])
+            if band is None:
+                yerr = [mean - low, high - mean]
+                style |= {"markevery": None, "capsize": 2, "elinewidth": 0.8}
+                axes_.errorbar(stat.index, mean, yerr=yerr, label=line.label, **style)
+            else:
+                axes_.plot(stat.index, mean, label=line.label, **style)
+                axes_.fill_between(stat.index, low, high, color=style["color"], alpha=0.15, lw=0)
+        baselines = {(line.panel, line.baseline) for line in lines if line.baseline is not None}
+        for panel, value in sorted(baselines):
+            axes[titles.index(panel)].axhline(
+                value, label=f"baseline {value:.3g}", **BASELINE_STYLE
+            )
+        for index, (axes_, title, y_log) in enumerate(zip(axes, titles, y_logs, strict=True)):
+            axes_.set_title(title)
+            if y_log:
+                axes_.set_yscale("log")
+            else:
+                axes_.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=NICE_STEPS))
+            if x_log:
+                axes_.set_xscale("log")
+            if x_ticks is not None:
+                axes_.set_xticks(*x_ticks)
+                axes_.xaxis.set_minor_locator(NullLocator())
+            elif not x_log:
+                axes_.xaxis.set_major_locator(MaxNLocator(5, steps=NICE_STEPS, integer=True))
+            if index % ncols == 0:
+                axes_.set_ylabel(ylabel)
+            if index + ncols >= len(titles):
+                axes_.set_xlabel(xlabel)
+        handles = {
+            text: handle
+            for axes_ in axes
+            for handle, text in zip(*axes_.get_legend_handles_labels(), strict=True)
+        }
+        handles = dict(sorted(handles.items(), key=lambda item: item[0].startswith("baseline")))
+        if handles:
+            fig.legend(
+                handles.values(),
+                handles.keys(),
+                loc="outside lower center",
+                ncols=min(len(handles), 3),
+                title=legend_title,
+            )
+    return fig
+
+
+def curve_figure(
+    variants: list[Variant], keys: list[str], metric: str, band: str = "std", width: str = "column"
+) -> Figure | None:
+    """`metric` against step: each variant's mean over its completed seeds with a ±1 std (or
+    min–max) band (`draw`); None if no run logged `metric`."""
+    entries = []
     for variant in variants:
-        curves = [read_curve(r, metric) for r in variant.runs if r.completed]
-        if not (curves := [c for c in curves if not c.empty]):
-            continue
-        stat = pd.concat(curves, axis=1).sort_index().agg(["mean", "std", "min", "max"], axis=1)
-        mean, spread = stat["mean"], stat["std"].fillna(0.0)
-        low, high = (
-            (stat["min"], stat["max"]) if band == "minmax" else (mean - spread, mean + spread)
-        )
-        label = f"{variant_label(keys, variant.values)} (n={len(curves)})"
-        (line,) = axes.plot(stat.index, mean, marker="o" if len(stat) <= 30 else None, label=label)
-        axes.fill_between(stat.index, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    if not axes.lines:
-        return []
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    spread = "±1 std" if band == "std" else "min–max"
-    axes.set(xlabel="step", ylabel=metric, title=f"{metric}: mean over seeds, band {spread}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    return save_figure(axes.figure, out_dir / file_stem("curve", metric))
+        done = [r for r in variant.runs if r.completed]
+        curves = [c for c in (read_curve(r, metric) for r in done) if not c.empty]
+        if curves:
+            stat = pd.concat(curves, axis=1).sort_index().agg(STATS, axis=1)
+            entries.append((variant, stat, _first(baseline_value(r, metric) for r in done)))
+    lines, legend_title = arrange(entries, keys)
+    return draw(lines, "step", label(metric), legend_title, width, band)
 
 
-def plot_versus(
-    runs: list[Run], keys: list[str], x_key: str, metric: str, out_dir: Path
-) -> list[Path]:
-    """`metric` (best, else final) against `x_key`: mean ± std over seeds, a line per combination
-    of the other `keys`; a positive `x_key` spanning >= 100x (or a learning rate) on a log axis."""
+def versus_figure(
+    runs: list[Run], keys: list[str], x_key: str, metric: str, width: str = "column"
+) -> Figure | None:
+    """`metric` (best, else final) against `x_key`: mean ± std over seeds as error bars, a line
+    per combination of the other `keys` (`draw`); a positive `x_key` spanning >= 100x (or a
+    learning rate) on a log axis; None if no run with `x_key` has `metric`."""
     # Runs without the key (another task in the same sweep) have no place on this axis.
     done = [r for r in runs if r.completed and r.value(x_key) is not None]
     kind = "best" if any(metric_value(r, metric, "best") is not None for r in done) else "final"
@@ -362,31 +674,32 @@ def plot_versus(
     xs = sorted({canonical(r.value(x_key)): r.value(x_key) for r in done}.values(), key=_sort_key)
     numeric = all(_is_number(v) for v in xs)
     place = {canonical(v): v if numeric else i for i, v in enumerate(xs)}
-    axes = figure(figsize=(5.5, 3.6), layout="constrained").add_subplot()
-    for line in group_runs(done, others):
+    entries = []
+    for variant in group_runs(done, others):
         points = [
-            (place[canonical(r.value(x_key))], metric_value(r, metric, kind)) for r in line.runs
+            (place[canonical(r.value(x_key))], metric_value(r, metric, kind)) for r in variant.runs
         ]
         points = pd.DataFrame(points, columns=["x", "y"]).dropna()
-        stat = points.groupby("x")["y"].agg(["mean", "std"])
-        if not stat.empty:
-            label = variant_label(others, line.values) if others else None
-            yerr = stat["std"].fillna(0.0)
-            axes.errorbar(stat.index, stat["mean"], yerr=yerr, marker="o", capsize=3, label=label)
-    if not axes.lines:
-        return []
-    if numeric and all(v > 0 for v in xs):
+        if not points.empty:
+            stat = points.groupby("x")["y"].agg(STATS)
+            entries.append((variant, stat, _first(baseline_value(r, metric) for r in variant.runs)))
+    lines, legend_title = arrange(entries, others)
+    x_log = False
+    if numeric and xs and all(v > 0 for v in xs):
         span = max(xs) / min(xs)
-        if span >= 100 or ("learning_rate" in x_key and span > 1):
-            axes.set_xscale("log")
-    if not numeric or len(xs) <= 12:
-        axes.set_xticks(list(place.values()), [format_value(v) for v in xs])
-        axes.minorticks_off()
-    axes.set(xlabel=x_key, ylabel=f"{metric} ({kind})", title=f"{metric} ({kind}): mean ± std")
-    axes.grid(alpha=0.3)
-    if others:
-        axes.legend(fontsize="small")
-    return save_figure(axes.figure, out_dir / file_stem("vs", x_key, metric))
+        x_log = span >= 100 or ("learning_rate" in x_key and span > 1)
+    # Lines side by side around each x (1.5% of the axis apart) so their error bars stay apart.
+    styles = sorted({line.style for line in lines})
+    low, high = (min(place.values()), max(place.values())) if place else (0, 0)
+    span = math.log(high / low) if x_log else high - low or 1.0
+    for line in lines:
+        shift = 0.015 * span * (styles.index(line.style) - (len(styles) - 1) / 2)
+        index = line.stat.index
+        line.stat.index = index * math.exp(shift) if x_log else index + shift
+    ticks = (list(place.values()), [format_value(v) for v in xs])
+    ticks = ticks if not numeric or len(xs) <= 12 else None
+    ylabel = f"{label(metric)} ({kind})"
+    return draw(lines, label(x_key), ylabel, legend_title, width, None, ticks, x_log)
 
 
 @dataclass
@@ -404,17 +717,32 @@ class Summary:
 
 
 def check_options(
-    runs: list[Run], metrics: Names, group_by: Names, curves: Names, x_key: str | None, band: str
+    runs: list[Run],
+    metrics: Names,
+    group_by: Names,
+    curves: Names,
+    x_key: str | None,
+    band: str,
+    modes: Mapping[str, str] | None = None,
+    width: str = "column",
 ) -> None:
     """`aggregate`'s options against the runs (`curves`: `curve_metrics`, None without plots):
     ConfigError naming the option and the choices."""
     if band not in BANDS:
         raise ConfigError(f"--band {band!r} is not a band; choose from: {', '.join(BANDS)}")
+    if width not in WIDTHS:
+        raise ConfigError(f"--width {width!r} is not a width; choose from: {', '.join(WIDTHS)}")
     completed, found = [r for r in runs if r.completed], available_metrics(runs)
-    for name in metrics or []:
+    for name, mode in (modes or {}).items():
+        if mode not in MODES:
+            raise ConfigError(f"--mode {name}={mode}: give NAME=min or NAME=max")
+    for option, name in [
+        *(("--metrics", m) for m in metrics or []),
+        *(("--mode", m) for m in modes or {}),
+    ]:
         if completed and name not in found:  # without completed runs, no metric is known
             raise ConfigError(
-                f"--metrics: no completed run has the metric {name!r}"
+                f"{option}: no completed run has the metric {name!r}"
                 f"{argcheck.did_you_mean(name, found)}; they have: {', '.join(found) or 'none'} "
                 f"(in {rundir.RESULTS_FILE})"
             )
@@ -426,6 +754,13 @@ def check_options(
                 "task, ...) or a dotted config key such as task.length (swept here: "
                 f"{', '.join(swept_keys(runs)) or 'none'})"
             )
+    xs = {canonical(v): v for r in completed if (v := r.value(x_key or "")) is not None}
+    if x_key is not None and len(xs) == 1:
+        raise ConfigError(
+            f"--x-key {x_key!r} has one value in every completed run ({format_value(*xs.values())})"
+            "; a plot against it needs at least 2: give a key with several values (swept here: "
+            f"{', '.join(swept_keys(runs)) or 'none'}) or leave --x-key out"
+        )
     if completed and curves:
         logged = logged_metrics(completed)
         if missing := [name for name in curves if name not in logged]:
@@ -434,6 +769,19 @@ def check_options(
                 f"{argcheck.did_you_mean(missing[0], logged)}; they logged: "
                 f"{', '.join(logged) or 'nothing'}"
             )
+
+
+def check_reference(variants: list[Variant], keys: list[str], reference: str | None) -> None:
+    """ConfigError unless `reference` (`--baseline-variant`) is None or a value of the last
+    grouping key."""
+    values = list(dict.fromkeys(format_value(v.values[-1]) for v in variants if v.values))
+    if reference is not None and reference not in values:
+        raise ConfigError(
+            f"--baseline-variant {reference!r} is no value of the last grouping key "
+            f"({keys[-1] if keys else 'none: nothing is grouped'})"
+            f"{argcheck.did_you_mean(reference, values)}; give one of: "
+            f"{', '.join(values) or 'none'} (or reorder --group-by to end with its key)"
+        )
 
 
 def aggregate(
@@ -445,30 +793,38 @@ def aggregate(
     x_key: str | None = None,
     band: str = "std",
     plots: bool = True,
+    modes: Mapping[str, str] | None = None,
+    baseline_variant: str | None = None,
+    width: str = "column",
 ) -> Summary:
-    """Reads the runs under `roots`; writes the tables, CSV and plots to `out` (default
-    `<roots[0]>/aggregate`). The options and their defaults are the command line's (`--help`).
-    Raises RunNotFoundError or ConfigError (`check_options`) before anything is written."""
-    runs = load_runs(roots)
-    check_options(runs, metrics, group_by, curve_metrics if plots else None, x_key, band)
-    out_dir = Path(out) if out is not None else Path(roots[0]) / "aggregate"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Reads the runs under `roots`; writes the tables, CSV and figures to `out` (default
+    `<roots[0]>/aggregate`). The options and their defaults are the command line's (`--help`;
+    `modes`: `--mode`'s metric -> "min"/"max"). Raises RunNotFoundError or ConfigError
+    (`check_options`, `check_reference`) before anything is written."""
+    runs = read_runs(roots, events=plots)
+    curves = curve_metrics if plots else None
+    check_options(runs, metrics, group_by, curves, x_key, band, modes, width)
     swept = swept_keys(runs)
     keys = list(group_by) if group_by else swept
+    variants, all_keys = group_runs(runs, keys), list(dict.fromkeys([*swept, *keys]))
+    check_reference(variants, keys, baseline_variant)
+    out_dir = Path(out) if out is not None else Path(roots[0]) / "aggregate"
+    out_dir.mkdir(parents=True, exist_ok=True)
     completed, found = [r for r in runs if r.completed], available_metrics(runs)
     chosen = list(dict.fromkeys(metrics)) if metrics else found
     have = ", ".join(found)
-    warnings = [
+    warned = [
         f"metric {m!r} is in no completed run (have: {have})" for m in chosen if m not in found
     ]
-    monitor, mode = monitored(runs)
-    variants, all_keys = group_runs(runs, keys), list(dict.fromkeys([*swept, *keys]))
+    monitors = monitored(runs)
     frame = runs_frame(runs, all_keys, list(dict.fromkeys([*chosen, *found])))
-    table = build_table(frame, variants, keys, chosen, {monitor: mode})
+    modes = {**monitors, **(modes or {})}
+    table = build_table(frame, variants, keys, chosen, modes, baseline_variant)
 
     root = Path(os.path.commonpath([Path(r).resolve() for r in roots]))
     grouping = ", ".join(f"`{k}`" for k in keys) or "nothing (one variant)"
-    notes = NOTES.format(f"{monitor} ({mode})" if monitor else "the monitored metric")
+    notes = NOTES.format(" or ".join(f"{m}, {mode}" for m, mode in monitors.items()) or DASH)
+    notes = " ".join([notes, *table.notes])
     intro = (
         f"{len(runs)} runs ({len(completed)} completed) in {len(variants)} variants from "
         f"{', '.join(f'`{r}`' for r in roots)}; grouped by {grouping}, seeds within a variant."
@@ -478,39 +834,60 @@ def aggregate(
     files = [out_dir / "summary.md", out_dir / "summary.tex", out_dir / "runs.csv"]
     files[0].write_text(markdown + "\n")
     comment = f"{PROG} of {', '.join(map(str, roots))}: {notes}\nNeeds \\usepackage{{booktabs}}."
-    comment = comment.replace("±", "+/-").replace(DASH, "--")  # ASCII
-    comment = "".join(f"% {line}\n" for line in comment.splitlines())
+    comment = "".join(f"% {line}\n" for line in comment.translate(ASCII).splitlines())
     files[1].write_text(comment + render_table(table, latex=True))
     frame.to_csv(files[2], index=False, lineterminator="\r\n")  # CRLF, as the csv module writes
 
     if plots and completed:
+        jobs: list[tuple[str, Callable[[], Figure | None], str]] = []
         if curve_metrics is None:
             has_train = any(not read_curve(r, "train/loss").empty for r in completed)
-            curve_metrics = [m for m in (monitor, "train/loss" if has_train else None) if m]
+            curve_metrics = [*monitors, *(["train/loss"] if has_train else [])]
         for name in curve_metrics:
-            written = plot_curves(variants, keys, name, out_dir, band)
-            if not written:
-                warnings.append(
-                    f"no run logged {name!r} in {rundir.METRICS_FILE}: no curve plotted"
+            jobs.append(
+                (
+                    file_stem("curve", name),
+                    lambda name=name: curve_figure(variants, keys, name, band, width),
+                    f"no run logged {name!r} in {rundir.METRICS_FILE}: no curve plotted",
                 )
-            files += written
+            )
         # Default x key: the first grouping key with at least two distinct numeric values.
         for key in [] if x_key else keys:
-            values = [r.value(key) for r in completed]
-            if all(_is_number(v) for v in values) and len(set(values)) > 1:
+            values = {r.value(key) for r in completed} - {None}
+            if all(_is_number(v) for v in values) and len(values) > 1:
                 x_key = key
                 break
         if x_key is not None and all(r.value(x_key) is None for r in completed):
-            warnings.append(f"--x-key {x_key!r} is in no completed run's config")
+            warned.append(f"--x-key {x_key!r} is in no completed run's config")
         elif x_key is not None:
-            for name in chosen:
-                files += plot_versus(runs, keys, x_key, name, out_dir)
-    return Summary(runs, keys, variants, chosen, table, markdown, files, warnings)
+            for name in table.metrics:
+                jobs.append(
+                    (
+                        file_stem("vs", x_key, name),
+                        lambda name=name: versus_figure(runs, keys, x_key, name, width),
+                        f"no completed run with {x_key} has {name!r}: no plot against it",
+                    )
+                )
+        for stem, make, missing in track(
+            jobs, desc="drawing figures", total=len(jobs), unit="figure"
+        ):
+            fig = make()
+            if fig is None:
+                warned.append(missing)
+            else:
+                files += save_figure(fig, out_dir / stem)
+    return Summary(runs, keys, variants, chosen, table, markdown, files, warned)
 
 
 def _names(text: str) -> list[str]:
     """A comma-separated option value as names (the option repeats: argparse "extend")."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _modes(text: str) -> list[tuple[str, str]]:
+    """`--mode valid/mse=min,test/f1=max` as (metric, mode) pairs (checked by `check_options`)."""
+    pairs = [item.partition("=") for item in _names(text)]
+    return [(name.strip(), mode.strip()) for name, _, mode in pairs]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -534,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--metrics",
         **names,
-        help=f"table metrics ({listed} the monitored metric, every final metric and the test "
+        help=f"table metrics ({listed} the monitored metrics, every final metric and the test "
         "metrics)",
     )
     add("--group-by", **names, help=f"keys that make a variant ({listed} the swept keys)")
@@ -543,14 +920,31 @@ def build_parser() -> argparse.ArgumentParser:
         **names,
         dest="curve_metrics",
         metavar="CURVE_METRIC",
-        help=f"metrics plotted against step ({listed} the monitored metric and train/loss)",
+        help=f"metrics plotted against step ({listed} the monitored metrics and train/loss)",
     )
     add(
         "--x-key",
-        help="hyperparameter of the metric-vs-hyperparameter plots (default: the first "
-        "swept key with several numeric values)",
+        help="hyperparameter of the metric-vs-hyperparameter plots, with at least 2 values "
+        "(default: the first swept key with several numeric values)",
     )
     add("--band", choices=BANDS, default="std", help="learning-curve band")
+    add(
+        "--mode",
+        action="extend",
+        type=_modes,
+        dest="modes",
+        metavar="METRIC=min|max",
+        help="whether lower (min) or higher (max) is better, for a metric whose name does not say "
+        f"({listed} the monitored metric's saved mode, else from the name: loss, mse, ... min; "
+        "accuracy, f1, ... max)",
+    )
+    add(
+        "--baseline-variant",
+        metavar="VALUE",
+        help="mark († p < 0.05, Welch's t-test over seeds) the variants that differ from the one "
+        "with this value of the last --group-by key, among rows of equal other keys",
+    )
+    add("--width", choices=WIDTHS, default="column", help="figure width in a two-column paper")
     add("--no-plots", action="store_false", dest="plots", help="tables and CSV only")
     add("--debug", action="store_true", help="show the traceback of an error in your input")
     return parser
@@ -564,10 +958,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
+    progress = logging.getLogger("rnnlab.progress")  # `track`'s lines where no bar is drawn
+    if not progress.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
     if args.out is None:
         default = Path(args.dirs[0]) / "aggregate"
         argcheck.check_output_dir(default, "the default output directory", "give --out DIR")
     options = {k: v for k, v in vars(args).items() if k not in ("dirs", "debug")}
+    options["modes"] = dict(args.modes or [])
     summary = aggregate(args.dirs, **options)
     print(summary.markdown)
     for warning in summary.warnings:
