@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import re
@@ -55,7 +54,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from rnnlab import argcheck, rundir
 from rnnlab.errors import ConfigError, report_user_errors
 from rnnlab.figures import BASELINE_STYLE, WIDTHS, figure, line_style, save_figure, styled
-from rnnlab.progress import track
+from rnnlab.progress import console_logging, track
 from rnnlab.rundir import COMPLETED, GROUPS, INCOMPLETE, Run, find_run_dirs, load_run, load_runs
 from rnnlab.writers import NOT_HPARAMS
 
@@ -957,14 +956,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
-    progress = logging.getLogger("rnnlab.progress")  # `track`'s lines where no bar is drawn
-    if not progress.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-        progress.addHandler(handler)
-        progress.setLevel(logging.INFO)
-        progress.propagate = False
+    with console_logging(PROG):
+        return _aggregate_main(args)
+
+
+def _aggregate_main(args: argparse.Namespace) -> int:
     if args.out is None:
         default = Path(args.dirs[0]) / "aggregate"
         argcheck.check_output_dir(default, "the default output directory", "give --out DIR")

@@ -49,7 +49,7 @@ from rnnlab.errors import (
     report_user_errors,
 )
 from rnnlab.optim import OptimConfig, build_optimizer
-from rnnlab.progress import SweepMonitor
+from rnnlab.progress import QUIET_LOGGERS, SweepMonitor
 from rnnlab.rundir import (
     CONFIG_FILE,
     HYDRA_DIR,
@@ -493,9 +493,7 @@ def save_run_config(run_dir: Path, attempt_dir: Path, cfg: DictConfig) -> None:
 
 
 def _quiet_third_party_logs() -> None:
-    # asyncio: a failed read of a damaged checkpoint leaves futures whose errors it would log
-    # again at garbage collection (the damage is reported by rnnlab.checkpoint already).
-    for name in ("absl", "orbax", "jax._src.xla_bridge", "asyncio"):
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -9,6 +9,7 @@ Training keeps its own bar (it adds the loss), but shares `ProgressLine` and `fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import operator
@@ -234,3 +235,66 @@ class SweepMonitor:
         if self._thread.is_alive():
             self._thread.join()
         self.logger.info("%s", self.line().replace(", ETA 0 s", ""), extra={"job": "[sweep]"})
+
+
+QUIET_LOGGERS = (
+    "absl",
+    "orbax",
+    "jax._src.xla_bridge",
+    "asyncio",
+    "fontTools",
+    "matplotlib",
+    "PIL",
+)
+"""Libraries whose INFO messages are noise to a person at a command line (fontTools logs every
+font it subsets into a PDF; a failed read of a damaged checkpoint leaves asyncio futures whose
+errors it would log again at garbage collection, after rnnlab.checkpoint reported the damage)."""
+
+
+class ConsoleFormatter(logging.Formatter):
+    """`<prog>: message`, and `<prog>: warning: message` from WARNING up."""
+
+    def __init__(self, prog: str):
+        super().__init__("%(message)s")
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"{self.prog}: {level}{super().format(record)}"
+
+
+@contextlib.contextmanager
+def console_logging(prog: str) -> Iterator[None]:
+    """rnnlab's INFO messages (progress lines among them) on stderr as `<prog>: ...` lines while
+    a command-line tool runs; the logging state is restored after it, for callers in the same
+    process such as tests.
+
+    `logging.basicConfig` alone would do nothing after importing orbax: absl calls it first,
+    leaving a root handler at WARNING with `LEVEL:name:` prefixes. That handler is reused.
+    """
+    root = logging.getLogger()
+    level = root.level
+    plain = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    formats = [h.formatter for h in plain]
+    added = None
+    if not plain:
+        added = logging.StreamHandler()
+        root.addHandler(added)
+        plain = [added]
+    for handler in plain:
+        handler.setFormatter(ConsoleFormatter(prog))
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    quieted = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for name, old in quieted.items():
+            logging.getLogger(name).setLevel(old)
+        if added is not None:
+            root.removeHandler(added)
+        else:
+            for handler, formatter in zip(plain, formats, strict=True):
+                handler.setFormatter(formatter)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -165,21 +168,112 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
-def test_cli_writes_figures_json_and_attention_map(tiny_runs: dict[str, Path]) -> None:
+def read_events(logdir: Path) -> list[Any]:
+    """Every Event record of the TensorBoard files directly in `logdir` (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            events.append(event)
+    return events
+
+
+def summary_values(logdir: Path) -> list[tuple[str, str, int]]:
+    """`(tag, kind, step)` of every summary value: kind is `image`, `histo` or `scalar`."""
+    found = []
+    for event in read_events(logdir):
+        for value in event.summary.value:
+            found.append((value.tag, value.WhichOneof("value"), event.step))
+    return found
+
+
+def test_cli_writes_figures_json_and_attention_map(
+    tiny_runs: dict[str, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     run = tiny_runs["lstm_attention"]
-    diagnose_main([str(run), "--checkpoint", "latest", "--example", "1"])
+    with caplog.at_level(logging.INFO):
+        diagnose_main([str(run), "--checkpoint", "latest", "--example", "1"])
     out = run / "diagnostics"
     result = json.loads((out / "diagnostics.json").read_text())
     assert result["checkpoint_step"] == 3 and result["init"] is False
     assert len(result["grad_flow"]["stack/input"]) == 8
     assert result["attention"] == {"attention_weights": [8, 8]}
-    for stem in ("grad_flow", "gates_stack_layer_0", "attention_attention_weights"):
+    assert list(result["gates"]["stack/layer_0"]) == ["input", "forget", "candidate", "output"]
+    for stem in ("grad_flow", "gates_layer_1", "attention_pooling"):
         for suffix in (".png", ".pdf"):
             assert (out / f"{stem}{suffix}").stat().st_size > 0, stem
     arrays = np.load(out / "diagnostics.npz")
     np.testing.assert_allclose(arrays["attention/attention_weights"].sum(), 1.0, rtol=1e-5)
     assert arrays["gates/stack/layer_0/forget"].shape == (8, 8)
-    assert list(run.glob("events.out.tfevents.*"))
+    # The ratio of c_t is taken at t = T - 2: at T - 1 its gradient is exactly zero.
+    summary = result["grad_flow_summary"]["stack/layer_0/c"]
+    assert summary["last_step"] == 6 and np.isfinite(summary["ratio_first_last"])
+    # The console: what is done as it happens (log), then a readable summary (stdout).
+    logged = caplog.text
+    for step in ("restoring the checkpoint latest", "gradient flow", "gates_layer_1.png"):
+        assert step in logged, step
+    printed = capsys.readouterr().out
+    assert "nan" not in printed.lower() and "{" not in printed, printed
+    assert "layer 1, c_t" in printed and "input x_t" in printed, printed
+    assert "forget f_t" in printed and "attention pooling, example 1" in printed, printed
+
+
+def test_tensorboard_gets_images_and_histograms_replaced_on_rerun(
+    tiny_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """No scalars (a diagnostic is a function of t, not a training curve); every figure once as
+    an image and every distribution once as a histogram at the checkpoint step, however often
+    the command runs; the run's own training events untouched."""
+    run = tiny_runs["rnn"]
+    training = sorted(run.glob("events.out.tfevents.*"))
+    assert training
+    args = [str(run), "--checkpoint", "latest", "--out", str(tmp_path / "figs")]
+    diagnose_main(args)
+    diagnose_main(args)
+    diagnose_main([*args, "--init", "--what", "grad_flow"])
+    logdir = run / "diagnostics"
+    values = summary_values(logdir)
+    tags = [tag for tag, _, _ in values]
+    assert not [v for v in values if v[1] == "scalar"], values
+    assert len(tags) == len(set(tags)), sorted(tags)  # one point per tag: replaced, not added
+    images = {tag: step for tag, kind, step in values if kind == "image"}
+    histograms = {tag: step for tag, kind, step in values if kind == "histo"}
+    assert images == {
+        "grad_flow/trained/figure": 3,
+        "gates/trained/layer_1": 3,
+        "grad_flow/init/figure": 0,
+    }
+    assert histograms == {
+        "grad_flow/trained/log10_norm/input_x_t": 3,
+        "grad_flow/trained/log10_norm/layer_1_h_t": 3,
+        "states/trained/layer_1/hidden_state_h_t": 3,
+        "grad_flow/init/log10_norm/input_x_t": 0,
+        "grad_flow/init/log10_norm/layer_1_h_t": 0,
+    }
+    assert sorted(run.glob("events.out.tfevents.*")) == training
+    assert not list(run.glob("events.out.tfevents.*.rnnlab-diagnostics-*"))
+
+
+def test_cells_default_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    diagnose_main(["--cells", "rnn_tanh,lstm", "--length", "6", "--hidden", "4"])
+    out = tmp_path / "runs" / "diagnostics" / "cells"
+    assert (out / "grad_flow_cells.png").is_file() and (out / "grad_flow_cells.pdf").is_file()
+    assert not (tmp_path / "diagnostics").exists()
+    result = json.loads((out / "grad_flow_cells.json").read_text())
+    assert result["grad_flow_summary"]["lstm"]["c"]["last_step"] == 4
+    printed = capsys.readouterr().out
+    assert "nan" not in printed.lower() and "{" not in printed, printed
+    assert "lstm:" in printed and "c_t" in printed and "c_5 reaches the loss" in printed
 
 
 def test_cli_compares_several_runs_at_init(tiny_runs: dict[str, Path], tmp_path: Path) -> None:

@@ -85,7 +85,12 @@ def test_track_without_a_length_counts_without_eta(caplog: pytest.LogCaptureFixt
     with caplog.at_level("INFO", logger="rnnlab.progress"):
         list(
             track(
-                (c for c in "abc"), "reading", unit="run", quiet=True, every_s=3, clock=lambda: next(ticks)
+                (c for c in "abc"),
+                "reading",
+                unit="run",
+                quiet=True,
+                every_s=3,
+                clock=lambda: next(ticks),
             )
         )
     assert [r.getMessage() for r in caplog.records] == ["reading: run 3, 1 runs/s"]

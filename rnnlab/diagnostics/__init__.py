@@ -6,7 +6,8 @@ sequence and attention maps, from pure functions up to run directories (`rnnlab-
     attention_maps attention_weights: the weights the models sow
     loading        restore_run: a run's params from built task and model (whole run directories:
                    `rnnlab.cli.restore_run_dir`)
-    plots          matplotlib figures (PNG + PDF)
+    names          human labels (`layer 1, h_t`, `input x_t`); gates in equation order
+    plots          figures in the paper style of `rnnlab.figures` (PNG + PDF)
     cli            the `rnnlab-diagnose` command
 """
 

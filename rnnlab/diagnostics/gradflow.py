@@ -271,13 +271,49 @@ def model_grad_flow(task: Task, model: nn.Module, params: Params, batch: Batch) 
     return series
 
 
-def summarize(series: GradFlow) -> dict[str, dict[str, float]]:
-    """Per series: the norm at the first and last step and their ratio (first / last)."""
-    summary = {}
+def last_positive(values: np.ndarray) -> int | None:
+    """The last step with a positive, finite norm (None if there is none): the reference of the
+    normalised plots and the ratios (`gradflow.summarize`). An LSTM's `||dL/dc_t||` is exactly 0
+    at the last step (`c_{T-1}` reaches the loss through later steps only) and a masked step
+    is 0 too."""
+    values = np.asarray(values, dtype=float)
+    good = np.flatnonzero(np.isfinite(values) & (values > 0))
+    return int(good[-1]) if good.size else None
+
+
+def summarize(series: GradFlow) -> dict[str, dict[str, float | int | None]]:
+    """Per series: how far back the gradient reaches, as the norm at the step the direction
+    processes first (`first`, at `first_step`: t = 0, or T - 1 for a backward direction) over
+    the norm at the last step it processes where the norm is positive (`last`, at `last_step`),
+    `ratio_first_last`: about 1, the gradient reaches back; much less than 1, it vanishes; more,
+    it grows.
+
+    The reference is the last *positive* step, not blindly the last one: an LSTM's
+    `||dL/dc_t||` is exactly 0 at its last step (the cell state there reaches the loss only
+    through later steps, and there are none) and a step no example reaches (lengths) has no
+    gradient either; dividing by those zeros gave NaN. A series that is zero everywhere has
+    `last`, `last_step` and the ratio None.
+    """
+    summary: dict[str, dict[str, float | int | None]] = {}
     for name, values in series.items():
-        first, last = float(values[0]), float(values[-1])
-        ratio = first / last if last > 0 else float("nan")
-        summary[name] = {"first": first, "last": last, "ratio_first_last": ratio}
+        values = np.asarray(values, dtype=float)
+        backward = "backward" in name.split("/")
+        ordered = values[::-1] if backward else values
+        index = last_positive(ordered)
+        first_step = len(values) - 1 if backward else 0
+        one: dict[str, float | int | None] = {
+            "first": float(ordered[0]),
+            "first_step": first_step,
+            "last": None,
+            "last_step": None,
+            "ratio_first_last": None,
+        }
+        if index is not None:
+            last = float(ordered[index])
+            one["last"] = last
+            one["last_step"] = len(values) - 1 - index if backward else index
+            one["ratio_first_last"] = float(ordered[0]) / last
+        summary[name] = one
     return summary
 
 
