@@ -1,7 +1,7 @@
 """What a run writes: TensorBoard events, `metrics.jsonl`, `results.json`.
 
 Every scalar goes to both sinks under the same `split/metric` name: learning curves `train/loss`,
-`valid/bpc`; the selected (best) checkpoint scored at the end, `valid/best/bpc` and `test/bpc`;
+`valid/bpc`; the selected (best) checkpoint scored at the end, `valid/bpc_best` and `test/bpc`;
 wall-clock measurements `wall/tokens_per_s`, `wall/step_ms`, `wall/eval_s`, `wall/compile_s`
 (they differ between identical runs; everything else is reproducible). The names are chosen for
 TensorBoard's SCALARS page, which sorts categories by name and opens the first two: `train` and
@@ -80,16 +80,17 @@ WALL = "wall"
 
 def final_score_names(scored: Mapping[str, Any], monitored_split: str) -> dict[str, Any]:
     """The names the best checkpoint's scores are logged under: the monitored split's metrics
-    as `valid/best/<metric>` (its plain names hold the learning curve), the other splits' (a
-    test set, scored only here) as they are.
+    as `valid/<metric>_best` (its plain names hold the learning curve; the suffix sorts each
+    score's chart right after its curve's), the other splits' (a test set, scored only here) as
+    they are.
 
         >>> final_score_names({"valid/loss": 0.5, "test/loss": 0.6}, "valid")
-        {'valid/best/loss': 0.5, 'test/loss': 0.6}
+        {'valid/loss_best': 0.5, 'test/loss': 0.6}
     """
     names = {}
     for name, value in scored.items():
-        split, metric = name.split("/", 1)
-        names[f"{split}/best/{metric}" if split == monitored_split else name] = value
+        split = name.split("/", 1)[0]
+        names[f"{name}_best" if split == monitored_split else name] = value
     return names
 
 
@@ -112,7 +113,8 @@ def scalar_layout(metrics: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
             "learning rate": chart(r"^train/learning_rate$"),
         },
         "best checkpoint: valid and test": {
-            name: chart(rf"^(valid/best|test)/{re.escape(name)}$") for name in names
+            name: chart(rf"^(valid/{re.escape(name)}_best|test/{re.escape(name)})$")
+            for name in names
         },
         "wall clock": {
             "tokens per second (training)": chart(rf"^{WALL}/tokens_per_s$"),

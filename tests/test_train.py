@@ -225,7 +225,7 @@ def test_adding_loss_falls_and_logs_everything(tmp_path: Path) -> None:
     assert {"hparams", "custom_scalars"} <= plugins
     # The best checkpoint's score sits in the valid category, not in a category of its own
     # that TensorBoard would sort (and open) before the learning curves.
-    assert "valid/best/mse" in tags and not any(t.startswith(("best/", "perf/")) for t in tags)
+    assert "valid/mse_best" in tags and not any(t.startswith(("best/", "perf/")) for t in tags)
     scalars = {v.tag for e in tb for v in e.summary.value if v.HasField("simple_value")}
     assert {t.split("/")[0] for t in scalars} == {"train", "valid", "wall"}
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [tmp_path / "checkpoints"]

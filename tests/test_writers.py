@@ -10,8 +10,8 @@ from rnnlab.writers import final_score_names, scalar_layout
 def test_best_checkpoint_scores_join_their_split_and_test_keeps_its_name() -> None:
     scored = {"valid/loss": 0.5, "valid/accuracy": 0.8, "test/accuracy": 0.7}
     assert final_score_names(scored, "valid") == {
-        "valid/best/loss": 0.5,
-        "valid/best/accuracy": 0.8,
+        "valid/loss_best": 0.5,
+        "valid/accuracy_best": 0.8,
         "test/accuracy": 0.7,
     }
 
@@ -24,8 +24,8 @@ def test_layout_puts_train_and_valid_of_each_metric_in_one_chart_first() -> None
     curves = layout[categories[0]]
     assert sorted(curves) == ["loss", "mse"]
     (kind, (pattern,)) = curves["loss"]
-    tags = ["train/loss", "valid/loss", "valid/best/loss", "test/loss", "train/loss_scale"]
+    tags = ["train/loss", "valid/loss", "valid/loss_best", "test/loss", "train/loss_scale"]
     assert kind == "Multiline"
     assert [t for t in tags if re.search(pattern, t)] == ["train/loss", "valid/loss"]
     (_, (best,)) = layout["best checkpoint: valid and test"]["loss"]
-    assert [t for t in tags if re.search(best, t)] == ["valid/best/loss", "test/loss"]
+    assert [t for t in tags if re.search(best, t)] == ["valid/loss_best", "test/loss"]
