@@ -286,7 +286,7 @@ def console_logging(prog: str) -> Iterator[None]:
     root.setLevel(min(level, logging.INFO) if level else logging.INFO)
     quieted = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield
     finally:
