@@ -377,6 +377,16 @@ def _build_cudnn(config: Config, mode: str) -> Built | None:
     return build_rnnlab(config, mode, backend="cudnn")
 
 
+def _build_associative(config: Config, mode: str) -> Built | None:
+    """rnnlab with `backend="associative"`: for a linear recurrence (a cell declaring
+    `linear_recurrence`), else None."""
+    from rnnlab.cells.base import declared
+
+    if not declared(config.make_cell(), "linear_recurrence"):
+        return None
+    return build_rnnlab(config, mode, backend="associative")
+
+
 def flax_model(config: Config) -> tuple[Any, Any] | None:
     """`(module, variables)`: `flax.linen.RNN` over the Flax cell the rnnlab cell declares
     (`flax_cell`: `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`, ...), `Bidirectional` and
@@ -482,6 +492,7 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Non
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
     "rnnlab-cudnn": (None, _build_cudnn),
+    "rnnlab-associative": (None, _build_associative),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 
 from rnnlab import interop, kernels, recurrence
 from rnnlab.cells import Cell, apply_cell, step
-from rnnlab.cells.base import declared
+from rnnlab.cells.base import declared, with_recurrent_matrix
 from tests.cell_configs import CELL_NAMES, build_cell
 
 B, T, D, H = 2, 5, 3, 4
@@ -125,7 +125,7 @@ def test_pointwise_does_not_read_layer_matmul_params(setup):
     cell, params, xs = setup
     small = {k: v for k, v in params.items() if k not in recurrence.LAYER_OWNED}
     carry = cell.initial_carry(B)
-    recurrent = cell.feedback(carry) @ params["w_hh"].T
+    recurrent = cell.feedback(carry) @ with_recurrent_matrix(cell, params)["w_hh"].T
     cell.pointwise(small, carry, cell.project_inputs(params, xs)[:, 0], recurrent)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from rnnlab import recurrence
 from rnnlab.cells import ElmanCell, GRUCell, LSTMCell
+from rnnlab.cells.base import with_recurrent_matrix
 from rnnlab.recurrence import RecurrentOptions
 from tests.cell_configs import CELL_NAMES, build_cell
 
@@ -149,7 +150,8 @@ def test_zero_recurrent_mask_cuts_the_recurrent_path(setup):
     cell, params, xs = setup
     mask = jnp.zeros((B, cell.output_size))
     _, masked = recurrence.run(cell, params, xs, recurrent_mask=mask)
-    no_recurrence = dict(params, w_hh=jnp.zeros_like(params["w_hh"]))
+    full = with_recurrent_matrix(cell, params)  # a linear recurrence has none of its own
+    no_recurrence = dict(full, w_hh=jnp.zeros_like(full["w_hh"]))
     _, expected = recurrence.run(cell, no_recurrence, xs)
     np.testing.assert_allclose(masked, expected, atol=1e-6)
 

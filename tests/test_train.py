@@ -79,6 +79,8 @@ MODEL_TASK = [
     ("bilstm_attention", "ett"),
     ("lstm_self_attention", "copy"),
     ("seq2seq_attention", "ett"),
+    ("mingru", "char_lm"),  # sampled step by step
+    ("minlstm", "sentiment"),
 ]
 
 

@@ -31,6 +31,11 @@ tests ask the cell.
                     loads with `rnnlab.interop.params_from_torch`.
     flax_cell       `(name, kwargs)`: `flax.linen.<name>(hidden_size, **kwargs)` computes this
                     cell, and its params load with `rnnlab.interop.params_from_flax`.
+    linear_recurrence  True: the carry is `h: [b, h]`, the step is `h_t = a_t * h_{t-1} + b_t`
+                    and `y_t = h_t`, with `(a, b) = cell.coefficients(params, projected)` from
+                    the projected input alone (`[..., g] -> [..., h]` each), and no `w_hh` in
+                    its params (`with_recurrent_matrix`); the associative scan
+                    (`rnnlab.recurrence.associative`) runs it in parallel over time.
 
 Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
 may change the math, so it says again what still matches.
@@ -117,7 +122,7 @@ def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array
     return projected + along_last(params["b"], projected) if bias else projected
 
 
-CAPABILITIES = ("native_kernel", "torch_module", "flax_cell")
+CAPABILITIES = ("native_kernel", "torch_module", "flax_cell", "linear_recurrence")
 """The optional capability declarations a cell class may make (see the module docstring)."""
 
 
@@ -185,8 +190,20 @@ class HiddenStateCell:
         return carry
 
 
+def with_recurrent_matrix(cell: Cell, params: Params) -> Params:
+    """`params` with a `w_hh` for the layer's recurrent matmul: a linear recurrence
+    (`linear_recurrence`) has none, and gets an empty `[0, h]` one (its matmul is `[b, h] @
+    [h, 0]`); kept out of the params themselves, because a checkpoint cannot hold an empty
+    array."""
+    if "w_hh" in params or not declared(cell, "linear_recurrence"):
+        return params
+    dtype = params["w_ih"].dtype
+    return {**params, "w_hh": jnp.zeros((0, cell.output_size), dtype)}
+
+
 def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[Carry, Array]:
     """`(carry, projected_x_t) -> (carry, y_t)`: one full step, the recurrent matmul included."""
+    params = with_recurrent_matrix(cell, params)
     recurrent_t = cell.feedback(carry) @ params["w_hh"].T
     return cell.pointwise(params, carry, projected_t, recurrent_t)
 

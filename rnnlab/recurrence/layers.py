@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from rnnlab import kernels
 from rnnlab.attention import lengths_to_mask
-from rnnlab.cells.base import Cell
+from rnnlab.cells.base import Cell, with_recurrent_matrix
 from rnnlab.recurrence import backends, scan
 from rnnlab.recurrence.step import (
     StepAux,
@@ -142,6 +142,7 @@ def run(
     Returns:
         (final carry, `ys: [b, t, o]`), and the `Trace` when `trace` is True.
     """
+    params = with_recurrent_matrix(cell, params)
     validate_inputs(cell, params, xs, lengths)
     if vjp not in backends.VJPS:
         raise ValueError(f"vjp must be one of {backends.VJPS}, got {vjp!r}")
