@@ -11,6 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 from rnnlab.cells.minimal import MinGRUCell, MinLSTMCell
+from rnnlab.cells.rglru import RGLRUCell
 from rnnlab.errors import ConfigError
 from rnnlab.recurrence import RecurrentOptions, backend_of, run, zoneout_keep
 from rnnlab.recurrence.associative import combine
@@ -24,7 +25,7 @@ RESETS[0, 4] = RESETS[1, 2] = RESETS[3, 1] = 1.0  # packed segments, one inside 
 
 
 def test_linear_cells_are_discovered() -> None:
-    assert {"mingru", "minlstm"} <= set(LINEAR)
+    assert {"mingru", "minlstm", "rglru"} <= set(LINEAR)
 
 
 def _inputs(cell, dtype):
@@ -116,16 +117,36 @@ def paper_min_lstm(w, b, xs, h):
     return h, np.stack(ys, 1)
 
 
+def paper_rg_lru(w, b, xs, h, a_param, c=8.0):
+    """De et al. (2024), Section 2.4 eqs. 1-4 with a = sigma(-Lambda), on u_t = W_u x_t."""
+    ys = []
+    w_a, w_x, w_u = np.split(w, 3)
+    b_a, b_x, b_u = np.split(b, 3)
+    a = _sigmoid(-a_param)
+    for x in np.moveaxis(xs, 1, 0):
+        r, i = _sigmoid(x @ w_a.T + b_a), _sigmoid(x @ w_x.T + b_x)
+        a_t = a ** (c * r)
+        h = a_t * h + np.sqrt(1 - a_t**2) * (i * (x @ w_u.T + b_u))
+        ys.append(h)
+    return h, np.stack(ys, 1)
+
+
 @pytest.mark.parametrize(
-    ("cell", "paper"), [(MinGRUCell(H), paper_min_gru), (MinLSTMCell(H), paper_min_lstm)]
+    ("cell", "paper"),
+    [
+        (MinGRUCell(H), paper_min_gru),
+        (MinLSTMCell(H), paper_min_lstm),
+        (RGLRUCell(H), paper_rg_lru),
+    ],
 )
 @pytest.mark.parametrize("backend", ["xla", "associative"])
 def test_cells_equal_the_papers_equations(cell, paper, backend: str) -> None:
     with jax.enable_x64(True):
         params, xs, h0, _ = _inputs(cell, jnp.float64)
         carry, ys = run(cell, params, xs, initial_carry=h0, backend=backend)
+    numpy = {k: np.asarray(v) for k, v in params.items()}
     want_carry, want_ys = paper(
-        np.asarray(params["w_ih"]), np.asarray(params["b"]), np.asarray(xs), np.asarray(h0)
+        numpy.pop("w_ih"), numpy.pop("b"), np.asarray(xs), np.asarray(h0), **numpy
     )
     np.testing.assert_allclose(ys, want_ys, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(carry, want_carry, rtol=1e-12, atol=1e-13)

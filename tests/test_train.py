@@ -81,6 +81,7 @@ MODEL_TASK = [
     ("seq2seq_attention", "ett"),
     ("mingru", "char_lm"),  # sampled step by step
     ("minlstm", "sentiment"),
+    ("rglru", "ett"),
 ]
 
 

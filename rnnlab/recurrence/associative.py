@@ -1,6 +1,7 @@
 """The associative-scan backend: a linear recurrence `h_t = a_t * h_{t-1} + b_t` over the whole
 sequence in parallel (`jax.lax.associative_scan`, O(log t) depth), for cells that declare
-`linear_recurrence` (their coefficients come from the input alone; `rnnlab.cells.minimal`).
+`linear_recurrence` (their coefficients come from the input alone: `rnnlab.cells.minimal`,
+`rnnlab.cells.rglru`).
 
 Every option of a layer's step (`step.py`) keeps the recurrence linear, so each becomes a change
 of `(a_t, b_t)` before the scan (processing order, a reverse direction already reversed):
@@ -68,7 +69,7 @@ def unsupported(cell: Cell, traced: bool) -> str | None:
     if not declared(cell, REQUIRES):
         return (
             f"{type(cell).__name__} is not a linear recurrence (its gates read h_(t-1)); the "
-            "associative scan runs cells that declare linear_recurrence (mingru, minlstm)"
+            "associative scan runs cells that declare linear_recurrence (mingru, minlstm, rglru)"
         )
     if traced:
         return "per-step traces and carry perturbations run on the XLA scan"
