@@ -82,6 +82,7 @@ MODEL_TASK = [
     ("mingru", "char_lm"),  # sampled step by step
     ("minlstm", "sentiment"),
     ("rglru", "ett"),
+    ("slstm", "copy"),
 ]
 
 
