@@ -21,12 +21,15 @@ CELL_NAMES = sorted(p.stem for p in CELL_DIR.glob("*.yaml"))
 
 @functools.cache
 def build_cell(name: str, hidden_size: int = 4, **overrides):
-    """Instantiate `conf/cell/<name>.yaml` with a tiny hidden size (projection kept below it)."""
+    """Instantiate `conf/cell/<name>.yaml` with a tiny hidden size (projection kept below it,
+    heads reduced to divide it)."""
     args = [f"hidden_size={hidden_size}"] + [f"{k}={v}" for k, v in overrides.items()]
     with initialize_config_dir(config_dir=str(CELL_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=args)
     if cfg.get("proj_size"):
         cfg.proj_size = hidden_size - 1
+    if cfg.get("num_heads"):  # the most heads up to the config's that divide the tiny size
+        cfg.num_heads = max(n for n in range(1, cfg.num_heads + 1) if hidden_size % n == 0)
     return instantiate(cfg)
 
 

@@ -39,9 +39,10 @@ def python_loop(cell, params, xs, lengths=None):
     for t in range(xs.shape[1]):
         new, y = step(cell, params, carry, projected[:, t])
         if lengths is not None:
-            valid = (t < lengths)[:, None]
-            new = jax.tree_util.tree_map(lambda n, o, v=valid: jnp.where(v, n, o), new, carry)
-            y = jnp.where(valid, y, 0.0)
+            valid = t < lengths  # [b], broadcast over each carry leaf's own trailing axes
+            rows = lambda leaf, v=valid: v.reshape(v.shape + (1,) * (leaf.ndim - 1))  # noqa: E731
+            new = jax.tree_util.tree_map(lambda n, o, r=rows: jnp.where(r(n), n, o), new, carry)
+            y = jnp.where(rows(y), y, 0.0)
         carry = new
         ys.append(y)
     return carry, jnp.stack(ys, axis=1)

@@ -83,6 +83,7 @@ MODEL_TASK = [
     ("minlstm", "sentiment"),
     ("rglru", "ett"),
     ("slstm", "copy"),
+    ("mlstm", "char_lm"),
 ]
 
 

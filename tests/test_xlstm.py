@@ -1,4 +1,5 @@
-"""sLSTM against the xLSTM paper's equations written as a plain loop."""
+"""sLSTM and mLSTM against the xLSTM paper's equations written as plain loops; mLSTM's
+recurrent and parallel forms against each other."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab.cells.mlstm import MLSTMCell, parallel
 from rnnlab.cells.slstm import SLSTMCell
 from rnnlab.recurrence import run
 
@@ -59,3 +61,52 @@ def test_slstm_stays_finite_where_the_unstabilised_form_overflows() -> None:
     assert np.all(np.isfinite(ys)) and np.all(np.isfinite(carry.m))
     grads = jax.grad(lambda p: jnp.sum(run(cell, p, xs)[1]))(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+def paper_mlstm(cell, projected):
+    """Beck et al. (2024) eqs. 19-27, unstabilised, per head: C_t = f C + i v k^T (here stored
+    key x value), n_t = f n + i k, h~ = C^T q / max(|n.q|, 1), h = sigma(o~) h~."""
+    q, k, v, o_tilde, i_tilde, f_tilde = (np.asarray(a) for a in cell.split(projected))
+    b, t, heads, dk = q.shape
+    C = np.zeros((b, heads, dk, dk))
+    n = np.zeros((b, heads, dk))
+    ys = []
+    for s in range(t):
+        i, f = np.exp(i_tilde[:, s]), _sigmoid(f_tilde[:, s])
+        C = f[..., None, None] * C + i[..., None, None] * np.einsum(
+            "bhk,bhv->bhkv", k[:, s], v[:, s]
+        )
+        n = f[..., None] * n + i[..., None] * k[:, s]
+        num = np.einsum("bhkv,bhk->bhv", C, q[:, s])
+        den = np.maximum(np.abs(np.sum(n * q[:, s], -1)), 1.0)
+        ys.append(_sigmoid(o_tilde[:, s]) * (num / den[..., None]).reshape(b, -1))
+    return np.stack(ys, 1)
+
+
+def test_mlstm_recurrent_and_parallel_forms_equal_the_papers_equations() -> None:
+    cell = MLSTMCell(8, num_heads=2)
+    with jax.enable_x64(True):
+        params = jax.tree_util.tree_map(
+            lambda p: p.astype(jnp.float64), cell.init(jax.random.PRNGKey(0), D)
+        )
+        xs = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (B, T, D), jnp.float64)
+        _, recurrent = run(cell, params, xs)
+        parallel_ys = parallel(cell, params, xs)
+        want = paper_mlstm(cell, cell.project_inputs(params, xs))
+    np.testing.assert_allclose(recurrent, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(parallel_ys, want, rtol=1e-10, atol=1e-12)
+
+
+def test_mlstm_parallel_form_matches_in_float32_and_differentiates() -> None:
+    cell = MLSTMCell(8, num_heads=2)
+    params = cell.init(jax.random.PRNGKey(0), D)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D))
+    np.testing.assert_allclose(
+        parallel(cell, params, xs), run(cell, params, xs)[1], rtol=2e-5, atol=2e-6
+    )
+    g_par = jax.grad(lambda p: jnp.sum(parallel(cell, p, xs) ** 2))(params)
+    g_rec = jax.grad(lambda p: jnp.sum(run(cell, p, xs)[1] ** 2))(params)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(g_par), jax.tree_util.tree_leaves(g_rec), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

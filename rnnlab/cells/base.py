@@ -34,8 +34,8 @@ tests ask the cell.
     linear_recurrence  True: the carry is `h: [b, h]`, the step is `h_t = a_t * h_{t-1} + b_t`
                     and `y_t = h_t`, with `(a, b) = cell.coefficients(params, projected)` from
                     the projected input alone (`[..., g] -> [..., h]` each), and no `w_hh` in
-                    its params (`with_recurrent_matrix`); the associative scan
-                    (`rnnlab.recurrence.associative`) runs it in parallel over time.
+                    its params (`recurrent_matrix = False`, `with_recurrent_matrix`); the
+                    associative scan (`rnnlab.recurrence.associative`) runs it in parallel.
 
 Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
 may change the math, so it says again what still matches.
@@ -191,11 +191,11 @@ class HiddenStateCell:
 
 
 def with_recurrent_matrix(cell: Cell, params: Params) -> Params:
-    """`params` with a `w_hh` for the layer's recurrent matmul: a linear recurrence
-    (`linear_recurrence`) has none, and gets an empty `[0, h]` one (its matmul is `[b, h] @
-    [h, 0]`); kept out of the params themselves, because a checkpoint cannot hold an empty
-    array."""
-    if "w_hh" in params or not declared(cell, "linear_recurrence"):
+    """`params` with a `w_hh` for the layer's recurrent matmul: a cell whose gates read no
+    `h_{t-1}` (class attribute `recurrent_matrix = False`: the linear recurrences, mLSTM) has
+    none, and gets an empty `[0, h_fb]` one (its matmul is `[b, h_fb] @ [h_fb, 0]`); kept out of
+    the params themselves, because a checkpoint cannot hold an empty array."""
+    if "w_hh" in params or getattr(cell, "recurrent_matrix", True):
         return params
     dtype = params["w_ih"].dtype
     return {**params, "w_hh": jnp.zeros((0, cell.output_size), dtype)}

@@ -54,6 +54,7 @@ class _LinearCell(HiddenStateCell):
     positive_candidate: bool
     input_init: str
     linear_recurrence = True
+    recurrent_matrix = False
     GATES = 0
 
     @property
@@ -99,6 +100,7 @@ class MinGRUCell(_LinearCell):
     positive_candidate: bool = True
     input_init: str = "glorot_uniform"
     linear_recurrence = True
+    recurrent_matrix = False
     GATES = 2
 
     def __post_init__(self) -> None:
@@ -137,6 +139,7 @@ class MinLSTMCell(_LinearCell):
     positive_candidate: bool = True
     input_init: str = "glorot_uniform"
     linear_recurrence = True
+    recurrent_matrix = False
     GATES = 3
 
     def __post_init__(self) -> None:

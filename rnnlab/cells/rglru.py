@@ -54,6 +54,7 @@ class RGLRUCell(HiddenStateCell):
     max_radius: float = 0.999
     input_init: str = "glorot_uniform"
     linear_recurrence = True
+    recurrent_matrix = False
 
     def __post_init__(self) -> None:
         check_hidden_size(self)

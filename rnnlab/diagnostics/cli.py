@@ -154,7 +154,10 @@ class Sink:
 
 
 def _example(array: np.ndarray, example: int, length: int | None) -> np.ndarray:
+    """One example's `[t, units]` trace; a leaf with more axes per step (mLSTM's per-head
+    matrix memory `[t, heads, dk, dk]`) is flattened to units."""
     values = np.asarray(array)[example]
+    values = values.reshape(values.shape[0], -1) if values.ndim > 2 else values
     return values if length is None else values[:length]
 
 
