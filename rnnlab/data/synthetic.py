@@ -1,4 +1,5 @@
-"""Synthetic long-range memory tasks, generated on the fly.
+"""Synthetic tasks, generated on the fly: long-range memory (adding, copy) and state tracking
+with per-sequence lengths (parity, modular arithmetic).
 
 Each batch is a pure function of `(seed, step)` (see `batching.step_rng`), so there is no
 dataset to store and a resumed run sees the same batches. `fixed_eval_batches` draws a held-out
@@ -8,7 +9,8 @@ References:
     Hochreiter & Schmidhuber, "Long Short-Term Memory", Neural Computation 1997 (experiments 4
     and 2). Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent Networks of Rectified
     Linear Units", 2015. Arjovsky, Shah & Bengio, "Unitary Evolution Recurrent Neural Networks",
-    ICML 2016.
+    ICML 2016. Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (parity
+    check, modular arithmetic).
 """
 
 from __future__ import annotations
@@ -157,3 +159,159 @@ def fixed_eval_batches(
         **kwargs: further arguments of `fn` (`batch_size`, `length`, ...).
     """
     return [fn(seed, i, stream=EVAL_STREAM, **kwargs) for i in range(num_batches)]
+
+
+# ---------------------------------------------------------------- state tracking
+#
+# Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023: regular tasks whose
+# answer needs a finite state carried over the whole sequence. Each sequence has its own length
+# (`lengths`); token id `PAD = 0` fills the steps after it, so a batch is `[b, max_length]`
+# whatever lengths it holds and a split compiles once.
+
+PAD = 0
+"""Token id of the padding after each sequence's last valid step."""
+LENGTH_TEST_STREAM = 2
+"""Random stream of the fixed length-generalisation (`test`) batches, apart from train (0) and
+valid (`EVAL_STREAM`)."""
+MODULAR_OPERATORS = "+-*"
+"""The operators of the modular arithmetic task, in token-id order."""
+
+
+def parity_vocab_size() -> int:
+    """Vocabulary of the parity task: `PAD`, bit 0 (id 1) and bit 1 (id 2)."""
+    return 3
+
+
+def modular_vocab_size(modulus: int) -> int:
+    """Vocabulary of the modular arithmetic task: `PAD`, the digits `0..modulus-1` (ids
+    `1..modulus`) and the operators `+ - *` (ids `modulus+1..modulus+3`), whichever are used."""
+    return modulus + 1 + len(MODULAR_OPERATORS)
+
+
+def _check_lengths(min_length: int, max_length: int) -> None:
+    if min_length < 1:
+        raise ConfigError(f"task.min_length must be >= 1, got {min_length}")
+    if max_length < min_length:
+        raise ConfigError(
+            f"task.max_length must be >= task.min_length={min_length}, got {max_length}"
+        )
+
+
+def parity_batch(
+    seed: int,
+    step: int,
+    batch_size: int,
+    min_length: int,
+    max_length: int,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """One batch of the parity task (Delétang et al. 2023's "parity check").
+
+    Each sequence has a length `n ~ U{min_length..max_length}` and bits `x_1..x_n ~ U{0, 1}`
+    (token id `x_i + 1`, `PAD` after step `n`); its label is `(x_1 + ... + x_n) mod 2`. Every
+    label is equally likely, so guessing scores accuracy 1/2 and cross-entropy `log 2`.
+
+    Args:
+        seed: run seed.
+        step: batch index; the batch is a pure function of `(seed, step, stream)`.
+        batch_size: `b`.
+        min_length, max_length: the range of lengths, `1 <= min_length <= max_length`.
+        stream: random stream (`EVAL_STREAM`, `LENGTH_TEST_STREAM` for held-out batches).
+
+    Returns:
+        `inputs` `[b, max_length]` int32 token ids, `lengths` `[b]` int32 and `labels` `[b]`
+        int32 in {0, 1}.
+    """
+    _check_lengths(min_length, max_length)
+    rng = step_rng(seed, step, stream)
+    lengths = rng.integers(min_length, max_length + 1, size=batch_size, dtype=np.int32)
+    valid = np.arange(max_length) < lengths[:, None]
+    bits = rng.integers(0, 2, size=(batch_size, max_length), dtype=np.int32) * valid
+    return {
+        "inputs": np.where(valid, bits + 1, PAD).astype(np.int32),
+        "lengths": lengths,
+        "labels": (bits.sum(axis=1) % 2).astype(np.int32),
+    }
+
+
+def odd_length_range(min_length: int, max_length: int) -> tuple[int, int] | None:
+    """The numbers of operands `(low, high)` of the expressions (always of odd length `2k - 1`)
+    whose length lies in `[min_length, max_length]`; None when the range holds no odd length."""
+    low, high = (min_length + 2) // 2, (max_length + 1) // 2
+    return (low, high) if low <= high else None
+
+
+def modular_batch(
+    seed: int,
+    step: int,
+    batch_size: int,
+    min_length: int,
+    max_length: int,
+    modulus: int = 5,
+    operators: str = MODULAR_OPERATORS,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """One batch of modular arithmetic without brackets (Delétang et al. 2023, "modular
+    arithmetic (simple)").
+
+    An expression `d_1 o_1 d_2 o_2 ... d_k` alternates digits `d_i ~ U{0..modulus-1}` and
+    operators `o_i ~ U(operators)`, so its length `2k - 1` is odd; `k` is uniform over the
+    counts whose length lies in `[min_length, max_length]`. Its label is the value with the
+    usual precedence (`*` before `+` and `-`, left to right) mod `modulus`, e.g. mod 5:
+    `1 + 2 * 3 = 2`, `1 - 1 - 1 = 4`. A left-to-right reading keeps two numbers mod `modulus`,
+    the sum of the finished terms and the signed product of the current one, so the task is
+    regular (finite state). Token ids: `PAD`, digit `d` -> `d + 1`, operator `o` ->
+    `modulus + 1 + MODULAR_OPERATORS.index(o)`.
+
+    Args:
+        seed: run seed.
+        step: batch index; the batch is a pure function of `(seed, step, stream)`.
+        batch_size: `b`.
+        min_length, max_length: the range of lengths (tokens); it must hold an odd length.
+        modulus: `m >= 2`, the number of classes.
+        operators: a non-empty subset of `MODULAR_OPERATORS`, e.g. "+-" for sums in `Z_m`.
+        stream: random stream (`EVAL_STREAM`, `LENGTH_TEST_STREAM` for held-out batches).
+
+    Returns:
+        `inputs` `[b, max_length]` int32 token ids, `lengths` `[b]` int32 (odd) and `labels`
+        `[b]` int32 in `[0, modulus)`.
+    """
+    _check_lengths(min_length, max_length)
+    counts = odd_length_range(min_length, max_length)
+    if counts is None:
+        raise ConfigError(
+            f"task.min_length={min_length} to task.max_length={max_length} holds no odd length; "
+            "an expression (digit, operator, ..., digit) has an odd length"
+        )
+    if modulus < 2:
+        raise ConfigError(f"task.modulus must be >= 2, got {modulus}")
+    if not operators or not set(operators) <= set(MODULAR_OPERATORS):
+        raise ConfigError(
+            f"task.operators must be a non-empty subset of {MODULAR_OPERATORS!r}, got {operators!r}"
+        )
+    rng = step_rng(seed, step, stream)
+    terms = rng.integers(counts[0], counts[1] + 1, size=batch_size, dtype=np.int32)
+    digits = rng.integers(0, modulus, size=(batch_size, counts[1]), dtype=np.int64)
+    codes = np.array([MODULAR_OPERATORS.index(o) for o in operators])
+    ops = codes[rng.integers(0, len(codes), size=(batch_size, counts[1] - 1))]
+
+    finished, current = np.zeros(batch_size, np.int64), digits[:, 0]
+    for i in range(1, counts[1]):
+        d, op, active = digits[:, i], ops[:, i - 1], i < terms
+        times = op == MODULAR_OPERATORS.index("*")
+        sign = np.where(op == MODULAR_OPERATORS.index("-"), -1, 1)
+        finished = np.where(active & ~times, (finished + current) % modulus, finished)
+        current = np.where(active, np.where(times, current * d, sign * d) % modulus, current)
+
+    lengths = 2 * terms - 1
+    tokens = np.zeros((batch_size, 2 * counts[1] - 1), np.int32)
+    tokens[:, 0::2] = digits + 1
+    tokens[:, 1::2] = modulus + 1 + ops
+    inputs = np.full((batch_size, max_length), PAD, np.int32)
+    inputs[:, : tokens.shape[1]] = tokens
+    inputs[np.arange(max_length) >= lengths[:, None]] = PAD
+    return {
+        "inputs": inputs,
+        "lengths": lengths.astype(np.int32),
+        "labels": ((finished + current) % modulus).astype(np.int32),
+    }

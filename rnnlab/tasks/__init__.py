@@ -8,7 +8,13 @@ from rnnlab.tasks.base import Batch, Task, check_config_keys, config_keys, make_
 from rnnlab.tasks.forecasting import ETTTask, ForecastTask
 from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, TextLMTask, WordLMTask
 from rnnlab.tasks.sentiment import SentimentTask, TextClassificationTask
-from rnnlab.tasks.synthetic import AddingTask, CopyTask
+from rnnlab.tasks.synthetic import (
+    AddingTask,
+    CopyTask,
+    ModularArithmeticTask,
+    ParityTask,
+    StateTrackingTask,
+)
 
 __all__ = [
     "AddingTask",
@@ -18,7 +24,10 @@ __all__ = [
     "ETTTask",
     "ForecastTask",
     "LanguageModelTask",
+    "ModularArithmeticTask",
+    "ParityTask",
     "SentimentTask",
+    "StateTrackingTask",
     "Task",
     "TextClassificationTask",
     "TextLMTask",

@@ -1,26 +1,35 @@
-"""Synthetic long-range memory tasks: the adding problem and the copy task.
+"""Synthetic tasks: long-range memory (the adding problem, the copy task) and state tracking
+with length generalisation (parity, modular arithmetic).
 
-Both generate every batch from `(seed, step)` (`rnnlab.data.synthetic`), so there is nothing to
+All generate every batch from `(seed, step)` (`rnnlab.data.synthetic`), so there is nothing to
 download and a resumed run sees the same batches. Evaluation uses a fixed held-out set drawn from
-a separate random stream.
+a separate random stream; the state-tracking tasks add a `test` split of longer sequences than
+any seen in training.
 
 References:
     Hochreiter & Schmidhuber, "Long Short-Term Memory", 1997 (the adding problem).
     Le, Jaitly & Hinton, 2015; Arjovsky, Shah & Bengio, "Unitary Evolution RNNs", ICML 2016
     (the variants used here).
+    Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (parity check,
+    modular arithmetic; length generalisation). Beck et al., "xLSTM: Extended Long Short-Term
+    Memory", 2024 (parity separates sLSTM and LSTM from linear recurrences).
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 from typing import Any
 
+import numpy as np
+
 from rnnlab.checks import check_int
 from rnnlab.data import synthetic
+from rnnlab.errors import ConfigError
 from rnnlab.models import SequenceClassifier, SequenceTagger
 from rnnlab.tasks.base import Batch, Sums, Task, regression_sums, weighted_cross_entropy
-from rnnlab.typing import Array
+from rnnlab.typing import Array, Carry
 
 
 class AddingTask(Task):
@@ -156,3 +165,247 @@ class CopyTask(Task):
 
     def baselines(self) -> dict[str, float]:
         return {"baseline/cross_entropy": math.log(self.num_symbols)}
+
+
+class StateTrackingTask(Task):
+    """Sequence classification with a length-generalisation split (base of `ParityTask` and
+    `ModularArithmeticTask`).
+
+    Training and `valid` sequences have lengths uniform in `[min_length, max_length]`; `test`
+    sequences are longer, `[max_length + 1, test_max_length]`, so `test/accuracy` measures how
+    far what was learnt carries beyond the lengths seen (Delétang et al. 2023). Every sequence
+    has its own length: inputs are `[b, max_length]` token ids padded after it, and the model
+    (`SequenceClassifier` with `lengths`, pooling "last") reads the state at its last valid step.
+    Loss: cross-entropy; metrics `split/loss` and `split/accuracy`; `valid/accuracy` ranks
+    checkpoints.
+
+    A subclass supplies `name`, `num_classes`, `vocab_size` and `batch(step, batch_size,
+    min_length, max_length, stream)`, a pure function of its arguments.
+
+    Args:
+        seed: run seed.
+        batch_size: training batch size.
+        min_length: shortest training and valid sequence, >= 1.
+        max_length: longest training and valid sequence, >= `min_length`.
+        test_max_length: longest `test` sequence, > `max_length`; None: `2 * max_length`.
+        eval_batches: number of fixed batches per evaluation split, >= 1.
+        eval_batch_size: their size, >= 1.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
+    """
+
+    model_class = SequenceClassifier
+    monitor = "valid/accuracy"
+    monitor_mode = "max"
+    num_classes: int
+    vocab_size: int
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        min_length: int = 1,
+        max_length: int = 40,
+        test_max_length: int | None = None,
+        eval_batches: int = 4,
+        eval_batch_size: int = 256,
+    ):
+        super().__init__(seed, batch_size)
+        self.min_length = check_int("task.min_length", min_length, 1)
+        self.max_length = check_int(
+            "task.max_length", max_length, min_length, why=f" (task.min_length={min_length})"
+        )
+        check_int(
+            "task.test_max_length",
+            test_max_length,
+            max_length + 1,
+            optional=True,
+            why=f" (test sequences are longer than task.max_length={max_length})",
+        )
+        self.test_max_length = 2 * max_length if test_max_length is None else test_max_length
+        self.num_eval_batches = check_int("task.eval_batches", eval_batches, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+
+    @abc.abstractmethod
+    def batch(
+        self, step: int, batch_size: int, min_length: int, max_length: int, stream: int
+    ) -> Batch:
+        """Batch `step` of random stream `stream` with lengths in `[min_length, max_length]`."""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("valid", "test")
+
+    @property
+    def length_ranges(self) -> dict[str, tuple[int, int]]:
+        """`(shortest, longest)` sequence of each split, training included."""
+        train = (self.min_length, self.max_length)
+        return {"train": train, "valid": train, "test": (self.max_length + 1, self.test_max_length)}
+
+    def model_fields(self) -> dict[str, Any]:
+        return {"num_outputs": self.num_classes, "vocab_size": self.vocab_size}
+
+    def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
+        return (batch["inputs"], batch["lengths"])
+
+    def train_batch(self, step: int) -> Batch:
+        return self.batch(
+            step, self.batch_size, self.min_length, self.max_length, synthetic.TRAIN_STREAM
+        )
+
+    @functools.cached_property
+    def _eval(self) -> dict[str, list[Batch]]:
+        streams = {"valid": synthetic.EVAL_STREAM, "test": synthetic.LENGTH_TEST_STREAM}
+        return {
+            split: [
+                self.batch(i, self.eval_batch_size, *self.length_ranges[split], stream)
+                for i in range(self.num_eval_batches)
+            ]
+            for split, stream in streams.items()
+        }
+
+    def eval_batches(self, split: str) -> list[Batch]:
+        return self._eval[split]
+
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
+        return weighted_cross_entropy(outputs, batch["labels"])
+
+    def tokens(self, batch: Batch) -> int:
+        return int(np.sum(batch["lengths"]))
+
+    def baselines(self) -> dict[str, float]:
+        """Guessing uniformly: accuracy `1 / num_classes`, cross-entropy `log(num_classes)`."""
+        return {
+            "baseline/accuracy": 1.0 / self.num_classes,
+            "baseline/cross_entropy": math.log(self.num_classes),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "classes": self.num_classes,
+            "vocab_size": self.vocab_size,
+            **{f"{split}_lengths": list(r) for split, r in self.length_ranges.items()},
+        }
+
+
+class ParityTask(StateTrackingTask):
+    """Parity: the sum mod 2 of a sequence of bits (Delétang et al. 2023's "parity check").
+
+    See `StateTrackingTask` for the splits, model and metrics and `synthetic.parity_batch` for
+    the data. Both labels are equally likely: `baseline/accuracy` 0.5, `baseline/cross_entropy`
+    `log 2`. The answer flips with every 1 at any distance, so the state cannot fade: Beck et
+    al. (2024, xLSTM) report that sLSTM and LSTM solve it where linear recurrences do not.
+
+    Args:
+        seed, batch_size, min_length, max_length, test_max_length, eval_batches,
+            eval_batch_size: as `StateTrackingTask`.
+    """
+
+    name = "parity"
+    num_classes = 2
+    vocab_size = synthetic.parity_vocab_size()
+
+    def batch(
+        self, step: int, batch_size: int, min_length: int, max_length: int, stream: int
+    ) -> Batch:
+        return synthetic.parity_batch(
+            self.seed, step, batch_size, min_length, max_length, stream=stream
+        )
+
+
+class ModularArithmeticTask(StateTrackingTask):
+    """The value mod `modulus` of an expression of digits and `+ - *` without brackets
+    (Delétang et al. 2023's "modular arithmetic (simple)"; `synthetic.modular_batch`).
+
+    As Delétang et al.: digits in `[0, modulus)`, `*` before `+` and `-`, odd lengths (digit,
+    operator, ..., digit). Unlike them, each sequence of a batch has its own length, inputs are
+    token ids rather than one-hot vectors, and `operators` chooses a subset ("+-": the cyclic
+    group `Z_m`, whose labels are uniform). See `StateTrackingTask` for splits and metrics.
+
+    Baselines: guessing uniformly, `baseline/accuracy = 1/modulus` and `baseline/cross_entropy =
+    log(modulus)`. With `*` the labels lean towards 0 (a product with a 0 digit is 0), so the
+    best constant answer on each fixed split is given too: `baseline/<split>_accuracy` (its
+    most frequent label's share) and `baseline/<split>_loss` (the entropy of its labels).
+
+    Args:
+        seed, batch_size, min_length, max_length, test_max_length, eval_batches,
+            eval_batch_size: as `StateTrackingTask` (lengths count tokens; each range must hold
+            an odd length).
+        modulus: `m >= 2`, the number of classes.
+        operators: a non-empty string of distinct operators from "+-*".
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
+    """
+
+    name = "modular"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        modulus: int = 5,
+        operators: str = synthetic.MODULAR_OPERATORS,
+        min_length: int = 1,
+        max_length: int = 40,
+        test_max_length: int | None = None,
+        eval_batches: int = 4,
+        eval_batch_size: int = 256,
+    ):
+        super().__init__(
+            seed, batch_size, min_length, max_length, test_max_length, eval_batches, eval_batch_size
+        )
+        self.modulus = check_int("task.modulus", modulus, 2)
+        allowed = synthetic.MODULAR_OPERATORS
+        if (
+            not isinstance(operators, str)
+            or not operators
+            or not set(operators) <= set(allowed)
+            or len(set(operators)) < len(operators)
+        ):
+            raise ConfigError(
+                f"task.operators must be a non-empty string of distinct operators from "
+                f"{allowed!r} (e.g. '+-'), got {operators!r}"
+            )
+        self.operators = operators
+        for split, key in (("train", "max_length"), ("test", "test_max_length")):
+            low, high = self.length_ranges[split]
+            if synthetic.odd_length_range(low, high) is None:
+                raise ConfigError(
+                    f"task.{key}={high} leaves the {split} lengths [{low}, {high}] without an odd "
+                    f"length; an expression (digit, operator, ..., digit) has an odd length, so "
+                    f"set task.{key} >= {high + 1}"
+                )
+
+    @property
+    def num_classes(self) -> int:
+        return self.modulus
+
+    @property
+    def vocab_size(self) -> int:
+        return synthetic.modular_vocab_size(self.modulus)
+
+    def batch(
+        self, step: int, batch_size: int, min_length: int, max_length: int, stream: int
+    ) -> Batch:
+        return synthetic.modular_batch(
+            self.seed,
+            step,
+            batch_size,
+            min_length,
+            max_length,
+            self.modulus,
+            self.operators,
+            stream=stream,
+        )
+
+    def baselines(self) -> dict[str, float]:
+        baselines = super().baselines()
+        for split in self.splits:
+            labels = np.concatenate([b["labels"] for b in self.eval_batches(split)])
+            shares = np.bincount(labels, minlength=self.modulus) / len(labels)
+            nonzero = shares[shares > 0]
+            baselines[f"baseline/{split}_accuracy"] = float(shares.max())
+            baselines[f"baseline/{split}_loss"] = float(-np.sum(nonzero * np.log(nonzero)))
+        return baselines
