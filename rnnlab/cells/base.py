@@ -190,6 +190,31 @@ class HiddenStateCell:
         return carry
 
 
+class LinearRecurrenceCell(HiddenStateCell):
+    """Mixin for linear recurrences: `h_t = a_t * h_{t-1} + b_t`, `y_t = h_t`, with
+    `(a, b) = coefficients(params, projected)` from the input alone and no recurrent matrix, so
+    `pointwise` (the sequential step) and the associative scan compute the same thing. A
+    concrete cell still declares `linear_recurrence = True` on its own class (`declared`)."""
+
+    hidden_size: int
+    recurrent_matrix = False
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
+        """`(a, b)`, each `[..., h]`, from the projected input `[..., g]` (any leading axes)."""
+        raise NotImplementedError
+
+    def pointwise(
+        self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
+    ) -> tuple[Array, Array]:
+        a, b = self.coefficients(params, projected_t)
+        h = a * carry + b
+        return h, h
+
+
 def with_recurrent_matrix(cell: Cell, params: Params) -> Params:
     """`params` with a `w_hh` for the layer's recurrent matmul: a cell whose gates read no
     `h_{t-1}` (class attribute `recurrent_matrix = False`: the linear recurrences, mLSTM) has

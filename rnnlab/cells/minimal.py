@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.cells.base import (
-    HiddenStateCell,
+    LinearRecurrenceCell,
     check_hidden_size,
     init_stacked,
     make_initializer,
@@ -45,21 +45,13 @@ def positive(x: Array) -> Array:
     return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
 
-class _LinearCell(HiddenStateCell):
-    """What minGRU and minLSTM share: `G` fused input projections, no recurrent matrix, and
-    `pointwise` built on `coefficients`, so the sequential and the associative paths compute the
-    same `h_t = a_t * h_{t-1} + b_t`."""
+class _MinimalCell(LinearRecurrenceCell):
+    """What minGRU and minLSTM share: `G` fused input projections and the candidate `g`."""
 
     hidden_size: int
     positive_candidate: bool
     input_init: str
-    linear_recurrence = True
-    recurrent_matrix = False
     GATES = 0
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         h = self.hidden_size
@@ -72,20 +64,9 @@ class _LinearCell(HiddenStateCell):
     def candidate(self, projected: Array) -> Array:
         return positive(projected) if self.positive_candidate else projected
 
-    def coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
-        """`(a, b)`, each `[..., h]`, from the projected input `[..., G*h]` (any leading axes)."""
-        raise NotImplementedError
-
-    def pointwise(
-        self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
-    ) -> tuple[Array, Array]:
-        a, b = self.coefficients(params, projected_t)
-        h = a * carry + b
-        return h, h
-
 
 @dataclasses.dataclass(frozen=True)
-class MinGRUCell(_LinearCell):
+class MinGRUCell(_MinimalCell):
     """minGRU (Feng et al. 2024, Section 3.1):
 
         z_t  = sigma(W_z x_t + b_z)
@@ -100,7 +81,6 @@ class MinGRUCell(_LinearCell):
     positive_candidate: bool = True
     input_init: str = "glorot_uniform"
     linear_recurrence = True
-    recurrent_matrix = False
     GATES = 2
 
     def __post_init__(self) -> None:
@@ -120,7 +100,7 @@ class MinGRUCell(_LinearCell):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinLSTMCell(_LinearCell):
+class MinLSTMCell(_MinimalCell):
     """minLSTM (Feng et al. 2024, Section 3.2, with the normalised gates of its "length
     independence scaling"):
 
@@ -139,7 +119,6 @@ class MinLSTMCell(_LinearCell):
     positive_candidate: bool = True
     input_init: str = "glorot_uniform"
     linear_recurrence = True
-    recurrent_matrix = False
     GATES = 3
 
     def __post_init__(self) -> None:

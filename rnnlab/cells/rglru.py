@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.cells.base import (
-    HiddenStateCell,
+    LinearRecurrenceCell,
     along_last,
     check_hidden_size,
     init_stacked,
@@ -27,7 +27,7 @@ from rnnlab.typing import Array, Params, PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
-class RGLRUCell(HiddenStateCell):
+class RGLRUCell(LinearRecurrenceCell):
     """RG-LRU (De et al. 2024, eqs. 1-4), on the cell's own input projection `u_t = W_u x_t`
     (in Hawk's block the RG-LRU reads a convolved branch of width h; here the bare cell, for
     like-for-like sweeps with the LSTM):
@@ -54,7 +54,6 @@ class RGLRUCell(HiddenStateCell):
     max_radius: float = 0.999
     input_init: str = "glorot_uniform"
     linear_recurrence = True
-    recurrent_matrix = False
 
     def __post_init__(self) -> None:
         check_hidden_size(self)
@@ -63,10 +62,6 @@ class RGLRUCell(HiddenStateCell):
                 f"RGLRUCell needs 0 < min_radius < max_radius < 1, got {self.min_radius} and "
                 f"{self.max_radius}"
             )
-
-    @property
-    def output_size(self) -> int:
-        return self.hidden_size
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         h = self.hidden_size
@@ -101,10 +96,3 @@ class RGLRUCell(HiddenStateCell):
         log_a = self._log_a(params, r)
         # sqrt(1 - a^2) = sqrt(-expm1(2 log a)): accurate for a close to 1
         return jnp.exp(log_a), jnp.sqrt(-jnp.expm1(2.0 * log_a)) * (i * u)
-
-    def pointwise(
-        self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
-    ) -> tuple[Array, Array]:
-        a, b = self.coefficients(params, projected_t)
-        h = a * carry + b
-        return h, h
