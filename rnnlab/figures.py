@@ -41,8 +41,8 @@ PALETTE = (
     "#CC79A7",  # reddish purple
     "#E69F00",  # orange
     "#56B4E9",  # sky blue
-    "#F0E442",  # yellow
     "#000000",  # black
+    "#F0E442",  # yellow (last: faint on white)
 )
 """Okabe & Ito (2008), "Color Universal Design": distinguishable under the common forms of
 colour blindness."""
