@@ -51,6 +51,8 @@ FAST = [
 TASK_OVERRIDES = {
     "adding": ["task.length=12", "task.eval_batches=1", "task.eval_batch_size=16"],
     "copy": ["task.lag=4", "task.copy_length=3", "task.eval_batches=1", "task.eval_batch_size=8"],
+    "parity": ["task.max_length=6", "task.eval_batches=1", "task.eval_batch_size=8"],
+    "modular": ["task.max_length=7", "task.eval_batches=1", "task.eval_batch_size=8"],
     "char_lm": ["task.bptt=16", "task.eval_batch_size=4", "task.eval_max_windows=2"],
     "word_lm": ["task.bptt=8", "task.eval_batch_size=2", "task.eval_max_windows=2"],
     "sentiment": ["task.max_len=12", "task.eval_batch_size=16"],
