@@ -175,14 +175,17 @@ def job_states(sweep_dir: str | os.PathLike[str]) -> dict[str, int]:
     return counts
 
 
-def sweep_line(counts: dict[str, int], total: int | None, elapsed_s: float) -> str:
-    """`sweep: 7/30 jobs done (1 failed), 2 running, 8.1 min elapsed, ETA 25 min`."""
+def sweep_line(
+    counts: dict[str, int], total: int | None, elapsed_s: float, with_eta: bool = True
+) -> str:
+    """`sweep: 7/30 jobs done (1 failed), 2 running, 8 min 06 s elapsed, ETA 26 min 40 s` (no ETA
+    without a total, or with `with_eta=False`: the line at the end)."""
     finished = counts["completed"] + counts["failed"]
     line = f"sweep: {finished}/{total if total else '?'} jobs done"
     if counts["failed"]:
         line += f" ({counts['failed']} failed)"
     line += f", {counts['running']} running, {format_duration(elapsed_s)} elapsed"
-    if total:
+    if total and with_eta:
         line += f", ETA {eta(finished, total, elapsed_s)}"
     return line
 
@@ -213,10 +216,9 @@ class SweepMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweep-progress", daemon=True)
 
-    def line(self) -> str:
-        return sweep_line(
-            job_states(self.sweep_dir), self.total, time.perf_counter() - self.started
-        )
+    def line(self, with_eta: bool = True) -> str:
+        elapsed = time.perf_counter() - self.started
+        return sweep_line(job_states(self.sweep_dir), self.total, elapsed, with_eta)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -234,7 +236,7 @@ class SweepMonitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.logger.info("%s", self.line().replace(", ETA 0 s", ""), extra={"job": "[sweep]"})
+        self.logger.info("%s", self.line(with_eta=False), extra={"job": "[sweep]"})
 
 
 QUIET_LOGGERS = (

@@ -19,7 +19,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells.base import check_hidden_size, init_stacked, make_initializer
+from rnnlab.cells.base import (
+    check_hidden_size,
+    init_stacked,
+    make_initializer,
+    project_inputs_linear,
+)
 from rnnlab.typing import Array, Params, PRNGKey
 
 
@@ -105,8 +110,7 @@ class MLSTMCell:
         )
 
     def project_inputs(self, params: Params, xs: Array) -> Array:
-        projected = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
-        return projected + params["b"].reshape((1,) * (projected.ndim - 1) + (-1,))
+        return project_inputs_linear(params, xs)
 
     def feedback(self, carry: MLSTMState) -> Array:
         return carry.h

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells.base import Cell
+from rnnlab.cells.base import Cell, declared
 from rnnlab.recurrence.step import StepAux
 from rnnlab.typing import Array
 
@@ -64,8 +64,6 @@ def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tup
 
 def unsupported(cell: Cell, traced: bool) -> str | None:
     """Why the associative scan cannot run this request, or None."""
-    from rnnlab.cells.base import declared
-
     if not declared(cell, REQUIRES):
         return (
             f"{type(cell).__name__} is not a linear recurrence (its gates read h_(t-1)); the "
