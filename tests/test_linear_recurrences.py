@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from rnnlab.cells.lru import LRUCell
 from rnnlab.cells.minimal import MinGRUCell, MinLSTMCell
 from rnnlab.cells.rglru import RGLRUCell
 from rnnlab.errors import ConfigError
@@ -25,14 +26,14 @@ RESETS[0, 4] = RESETS[1, 2] = RESETS[3, 1] = 1.0  # packed segments, one inside 
 
 
 def test_linear_cells_are_discovered() -> None:
-    assert {"mingru", "minlstm", "rglru"} <= set(LINEAR)
+    assert {"mingru", "minlstm", "rglru", "lru"} <= set(LINEAR)
 
 
 def _inputs(cell, dtype):
     k_params, k_x, k_h, k_z = jax.random.split(jax.random.PRNGKey(0), 4)
     params = jax.tree_util.tree_map(lambda p: p.astype(dtype), cell.init(k_params, D))
     xs = jax.random.normal(k_x, (B, T, D), dtype)
-    h0 = jax.random.normal(k_h, (B, H), dtype)
+    h0 = jax.random.normal(k_h, cell.initial_carry(B).shape, dtype)
     keep = zoneout_keep(k_z, 0.3, h0, T)
     return params, xs, h0, keep
 
@@ -42,10 +43,12 @@ def _inputs(cell, dtype):
 @pytest.mark.parametrize("name", LINEAR)
 def test_associative_scan_equals_the_sequential_scan(name: str, reverse: bool, dtype) -> None:
     """Outputs, final carry and every gradient, with lengths (one empty sequence), packed
-    resets, an initial carry (truncated BPTT) and zoneout masks, in both directions."""
+    resets, an initial carry (truncated BPTT) and zoneout masks (not for a complex state:
+    `test_zoneout_on_a_complex_state_stays_sequential`), in both directions."""
     cell = build_cell(name, H)
     with jax.enable_x64(dtype == jnp.float64):
         params, xs, h0, keep = _inputs(cell, dtype)
+        keep = None if cell.complex_state else keep
 
         def loss(params, xs, h0, backend):
             carry, ys = run(
@@ -131,12 +134,28 @@ def paper_rg_lru(w, b, xs, h, a_param, c=8.0):
     return h, np.stack(ys, 1)
 
 
+def paper_lru(w, xs, h, nu_log, theta_log, gamma_log):
+    """Orvieto et al. (2023), Appendix A's forward pass with complex numbers, one step at a time:
+    `x_k = Lambda x_(k-1) + B_norm u_k`, `B_norm = (B_re + i B_im) * exp(gamma_log)`; the carry
+    and outputs as `[Re, Im]`."""
+    lam = np.exp(-np.exp(nu_log) + 1j * np.exp(theta_log))
+    b_re, b_im = np.split(w, 2)
+    b_norm = (b_re + 1j * b_im) * np.exp(gamma_log)[:, None]
+    state = h[:, : len(lam)] + 1j * h[:, len(lam) :]
+    ys = []
+    for u in np.moveaxis(xs, 1, 0):
+        state = lam * state + u @ b_norm.T
+        ys.append(np.concatenate([state.real, state.imag], -1))
+    return ys[-1], np.stack(ys, 1)
+
+
 @pytest.mark.parametrize(
     ("cell", "paper"),
     [
         (MinGRUCell(H), paper_min_gru),
         (MinLSTMCell(H), paper_min_lstm),
         (RGLRUCell(H), paper_rg_lru),
+        (LRUCell(H, r_min=0.5, r_max=0.99), paper_lru),
     ],
 )
 @pytest.mark.parametrize("backend", ["xla", "associative"])
@@ -145,11 +164,51 @@ def test_cells_equal_the_papers_equations(cell, paper, backend: str) -> None:
         params, xs, h0, _ = _inputs(cell, jnp.float64)
         carry, ys = run(cell, params, xs, initial_carry=h0, backend=backend)
     numpy = {k: np.asarray(v) for k, v in params.items()}
-    want_carry, want_ys = paper(
-        numpy.pop("w_ih"), numpy.pop("b"), np.asarray(xs), np.asarray(h0), **numpy
-    )
+    bias = () if "b" not in numpy else (numpy.pop("b"),)
+    want_carry, want_ys = paper(numpy.pop("w_ih"), *bias, np.asarray(xs), np.asarray(h0), **numpy)
     np.testing.assert_allclose(ys, want_ys, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(carry, want_carry, rtol=1e-12, atol=1e-13)
+
+
+def test_lru_initialisation_is_the_papers_ring() -> None:
+    """Appendix A: |lambda| uniform on the ring [r_min, r_max] (its square is uniform), phases
+    in [0, max_phase], gamma = sqrt(1 - |lambda|^2), B's entries with variance 1 / (2d)."""
+    cell = LRUCell(4096, r_min=0.4, r_max=0.9, max_phase=1.5)
+    params = cell.init(jax.random.PRNGKey(0), 32)
+    modulus = np.abs(np.asarray(cell.eigenvalues(params)))
+    assert 0.4 <= modulus.min() and modulus.max() <= 0.9
+    squared = np.sort(modulus**2)  # uniform on [0.16, 0.81]: its mean and quartiles
+    np.testing.assert_allclose(squared.mean(), (0.16 + 0.81) / 2, atol=0.01)
+    np.testing.assert_allclose(np.quantile(squared, 0.25), 0.16 + 0.65 / 4, atol=0.02)
+    phase = np.exp(np.asarray(params["theta_log"]))
+    assert 0 <= phase.min() and phase.max() <= 1.5 and phase.mean() == pytest.approx(0.75, abs=0.03)
+    np.testing.assert_allclose(np.exp(params["gamma_log"]), np.sqrt(1 - modulus**2), rtol=1e-5)
+    np.testing.assert_allclose(np.var(np.asarray(params["w_ih"])), 1 / 64, rtol=0.05)
+    with pytest.raises(ValueError, match="r_min < r_max"):
+        LRUCell(4, r_min=0.9, r_max=0.5)
+
+
+def test_the_lru_readout_is_a_linear_map_of_its_outputs() -> None:
+    """The paper's `Re(C h)` equals `[C_re, -C_im] @ [Re h; Im h]`: the head that reads the
+    cell's outputs can be the paper's readout exactly."""
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, H)) + 1j * rng.normal(size=(3, H))
+    c = rng.normal(size=(2, H)) + 1j * rng.normal(size=(2, H))
+    cell = LRUCell(H)
+    outputs = np.asarray(cell.carry_of(jnp.asarray(h)))
+    np.testing.assert_allclose(outputs @ np.concatenate([c.real, -c.imag], 1).T, (h @ c.T).real)
+    np.testing.assert_allclose(np.asarray(cell.state(jnp.asarray(outputs))), h)
+
+
+def test_zoneout_on_a_complex_state_stays_sequential() -> None:
+    """Zoneout masks the real and imaginary parts apart (no complex-diagonal step): the
+    associative scan refuses it with the reason, and `auto` runs it sequentially."""
+    cell = LRUCell(H)
+    params, xs, h0, keep = _inputs(cell, jnp.float32)
+    with pytest.raises(ConfigError, match="zoneout on LRUCell's complex state"):
+        run(cell, params, xs, zoneout_keep=keep, backend="associative")
+    _, ys = run(cell, params, xs, zoneout_keep=keep)
+    assert np.all(np.isfinite(ys))
 
 
 def test_combine_is_associative() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rnnlab.cells.mlstm import MLSTMCell, parallel
 from rnnlab.cells.slstm import SLSTMCell
@@ -33,9 +34,21 @@ def paper_slstm(w_ih, w_hh, b, xs):
     return np.stack(ys, 1)
 
 
-def test_slstm_equals_the_papers_unstabilised_equations() -> None:
-    """The stabiliser m rescales c and n alike: h is the unstabilised equations' h."""
-    cell = SLSTMCell(H)
+def block_diagonal(r):
+    """The dense `[4h, h]` recurrent matrix of per-gate, per-head blocks `r: [4, H, k, k]`:
+    head n's units read only head n's units (Beck et al. 2024, Section 2.2, "heads")."""
+    gates, heads, k, _ = r.shape
+    dense = np.zeros((gates, heads * k, heads * k))
+    for n in range(heads):
+        dense[:, n * k : (n + 1) * k, n * k : (n + 1) * k] = r[:, n]
+    return dense.reshape(gates * heads * k, heads * k)
+
+
+@pytest.mark.parametrize(("hidden", "heads"), [(H, 1), (6, 3)])
+def test_slstm_equals_the_papers_unstabilised_equations(hidden: int, heads: int) -> None:
+    """The stabiliser m rescales c and n alike: h is the unstabilised equations' h; with heads,
+    the recurrent matrix is block-diagonal (one dense head: the layer-owned `w_hh`)."""
+    cell = SLSTMCell(hidden, num_heads=heads)
     with jax.enable_x64(True):
         params = jax.tree_util.tree_map(
             lambda p: p.astype(jnp.float64), cell.init(jax.random.PRNGKey(0), D)
@@ -43,7 +56,9 @@ def test_slstm_equals_the_papers_unstabilised_equations() -> None:
         xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, D), jnp.float64)
         carry, ys = run(cell, params, xs)
     numpy = {k: np.asarray(v) for k, v in params.items()}
-    want = paper_slstm(numpy["w_ih"], numpy["w_hh"], numpy["b"], np.asarray(xs))
+    w_hh = numpy["w_hh"] if heads == 1 else block_diagonal(numpy["r"])
+    assert ("w_hh" in numpy) == (heads == 1)
+    want = paper_slstm(numpy["w_ih"], w_hh, numpy["b"], np.asarray(xs))
     np.testing.assert_allclose(ys, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(carry.h, want[:, -1], rtol=1e-10, atol=1e-12)
     # Stabilised: the largest scale seen is folded into m, c and n stay bounded.
@@ -61,6 +76,20 @@ def test_slstm_stays_finite_where_the_unstabilised_form_overflows() -> None:
     assert np.all(np.isfinite(ys)) and np.all(np.isfinite(carry.m))
     grads = jax.grad(lambda p: jnp.sum(run(cell, p, xs)[1]))(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_slstm_heads_do_not_mix_and_bad_head_counts_are_refused() -> None:
+    """Perturbing one head's units at t = 0 changes no other head's outputs at t = 1; a head
+    count that does not divide the units names both sizes."""
+    cell = SLSTMCell(6, num_heads=2)
+    params = cell.init(jax.random.PRNGKey(0), D)
+    params["w_ih"] = jnp.zeros_like(params["w_ih"])  # only the recurrence carries the change
+    h0 = cell.initial_carry(1)._replace(h=jnp.zeros((1, 6)).at[0, 0].set(1.0))
+    xs = jnp.zeros((1, 1, D))
+    ys = run(cell, params, xs, initial_carry=h0)[1] - run(cell, params, xs)[1]
+    assert np.any(ys[0, 0, :3]) and not np.any(ys[0, 0, 3:])
+    with pytest.raises(ValueError, match=r"hidden_size \(6\) must be a multiple of num_heads"):
+        SLSTMCell(6, num_heads=4)
 
 
 def paper_mlstm(cell, projected):

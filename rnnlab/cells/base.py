@@ -31,11 +31,13 @@ tests ask the cell.
                     loads with `rnnlab.interop.params_from_torch`.
     flax_cell       `(name, kwargs)`: `flax.linen.<name>(hidden_size, **kwargs)` computes this
                     cell, and its params load with `rnnlab.interop.params_from_flax`.
-    linear_recurrence  True: the carry is `h: [b, h]`, the step is `h_t = a_t * h_{t-1} + b_t`
-                    and `y_t = h_t`, with `(a, b) = cell.coefficients(params, projected)` from
-                    the projected input alone (`[..., g] -> [..., h]` each), and no `w_hh` in
-                    its params (`recurrent_matrix = False`, `with_recurrent_matrix`); the
-                    associative scan (`rnnlab.recurrence.associative`) runs it in parallel.
+    linear_recurrence  True: the step is `h_t = a_t * h_{t-1} + b_t` and `y_t` = the carry,
+                    with `(a, b) = cell.coefficients(params, projected)` from the projected
+                    input alone (`[..., g] -> [..., n]` each), and no `w_hh` in its params
+                    (`recurrent_matrix = False`, `with_recurrent_matrix`); the associative
+                    scan (`rnnlab.recurrence.associative`) runs it in parallel. `h` is the
+                    carry itself (`[b, h]`), or complex (`complex_state = True`, the LRU):
+                    `state(carry)` and `carry_of(h)` convert between the real carry and `h`.
 
 Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
 may change the math, so it says again what still matches.
@@ -191,28 +193,40 @@ class HiddenStateCell:
 
 
 class LinearRecurrenceCell(HiddenStateCell):
-    """Mixin for linear recurrences: `h_t = a_t * h_{t-1} + b_t`, `y_t = h_t`, with
+    """Mixin for linear recurrences: `h_t = a_t * h_{t-1} + b_t`, `y_t` = the carry, with
     `(a, b) = coefficients(params, projected)` from the input alone and no recurrent matrix, so
     `pointwise` (the sequential step) and the associative scan compute the same thing. A
-    concrete cell still declares `linear_recurrence = True` on its own class (`declared`)."""
+    concrete cell still declares `linear_recurrence = True` on its own class (`declared`).
+
+    `h` is the carry itself unless the cell overrides `state` / `carry_of` (a complex `h` kept
+    in a real carry, `complex_state = True`: the LRU)."""
 
     hidden_size: int
     recurrent_matrix = False
+    complex_state = False
 
     @property
     def output_size(self) -> int:
         return self.hidden_size
 
     def coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
-        """`(a, b)`, each `[..., h]`, from the projected input `[..., g]` (any leading axes)."""
+        """`(a, b)`, each `[..., n]`, from the projected input `[..., g]` (any leading axes)."""
         raise NotImplementedError
+
+    def state(self, carry: Array) -> Array:
+        """The recurrence's `h` (`[..., n]`) held in `carry`: the carry itself by default."""
+        return carry
+
+    def carry_of(self, h: Array) -> Array:
+        """The carry (and output) that holds `h`; the inverse of `state`."""
+        return h
 
     def pointwise(
         self, params: Params, carry: Array, projected_t: Array, recurrent_t: Array
     ) -> tuple[Array, Array]:
         a, b = self.coefficients(params, projected_t)
-        h = a * carry + b
-        return h, h
+        new = self.carry_of(a * self.state(carry) + b).astype(carry.dtype)
+        return new, new
 
 
 def with_recurrent_matrix(cell: Cell, params: Params) -> Params:
@@ -223,7 +237,8 @@ def with_recurrent_matrix(cell: Cell, params: Params) -> Params:
     if "w_hh" in params or getattr(cell, "recurrent_matrix", True):
         return params
     dtype = params["w_ih"].dtype
-    return {**params, "w_hh": jnp.zeros((0, cell.output_size), dtype)}
+    width = cell.feedback(cell.initial_carry(1, dtype)).shape[-1]
+    return {**params, "w_hh": jnp.zeros((0, width), dtype)}
 
 
 def step(cell: Cell, params: Params, carry: Carry, projected_t: Array) -> tuple[Carry, Array]:

@@ -11,6 +11,11 @@ of `(a_t, b_t)` before the scan (processing order, a reverse direction already r
     t >= length (padding):          a_t = 1,  b_t = 0        (the carry holds; y_t = 0)
     initial carry h_0:              b_1 = b_1 + a_1 h_0
 
+A complex recurrence (the LRU: `complex_state`) scans complex `(a, b)` the same way; its real
+carry is converted with the cell's `state` / `carry_of`. Zoneout keeps the real and imaginary
+parts of a unit with independent masks, which is no complex-diagonal step, so it runs on the
+sequential scan.
+
 Composing two steps gives one: `(a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2)`; the scan's
 running `b` is `h_t`. Differentiated by JAX (no hand-written reverse pass is needed: the scan
 is already a composition of elementwise products and sums).
@@ -49,7 +54,7 @@ def coefficients(
     if aux.valid is not None:
         valid = aux.valid[..., None].astype(a.dtype)
         a, b = valid * a + (1.0 - valid), valid * b
-    return a, b.at[0].add(a[0] * carry0)
+    return a, b.at[0].add(a[0] * cell.state(carry0))  # type: ignore[attr-defined]
 
 
 def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tuple[Array, Array]:
@@ -58,17 +63,24 @@ def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tup
         return carry0, jnp.zeros((0, *carry0.shape), carry0.dtype)
     a, b = coefficients(cell, params, xs, carry0, aux)
     _, hs = jax.lax.associative_scan(combine, (a, b), axis=0)
-    ys = hs if aux.valid is None else hs * aux.valid[..., None].astype(hs.dtype)
-    return hs[-1], ys
+    carries = cell.carry_of(hs).astype(carry0.dtype)  # type: ignore[attr-defined]
+    ys = carries if aux.valid is None else carries * aux.valid[..., None].astype(carries.dtype)
+    return carries[-1], ys
 
 
-def unsupported(cell: Cell, traced: bool) -> str | None:
+def unsupported(cell: Cell, traced: bool, zoneout: bool = False) -> str | None:
     """Why the associative scan cannot run this request, or None."""
     if not declared(cell, REQUIRES):
         return (
             f"{type(cell).__name__} is not a linear recurrence (its gates read h_(t-1)); the "
-            "associative scan runs cells that declare linear_recurrence (mingru, minlstm, rglru)"
+            "associative scan runs cells that declare linear_recurrence (mingru, minlstm, "
+            "rglru, lru)"
         )
     if traced:
         return "per-step traces and carry perturbations run on the XLA scan"
+    if zoneout and getattr(cell, "complex_state", False):
+        return (
+            f"zoneout on {type(cell).__name__}'s complex state keeps its real and imaginary "
+            "parts apart, which is no complex-diagonal step; it runs on the XLA scan"
+        )
     return None

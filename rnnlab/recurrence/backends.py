@@ -153,7 +153,8 @@ def _run_cudnn(request: Request) -> tuple[Carry, Array]:
 
 
 def _associative_unsupported(request: Request) -> str | None:
-    return associative.unsupported(request.cell, request.traced)
+    zoneout = request.aux.zoneout_keep is not None
+    return associative.unsupported(request.cell, request.traced, zoneout)
 
 
 def _run_associative(request: Request) -> tuple[Carry, Array]:
