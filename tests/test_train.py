@@ -53,6 +53,13 @@ TASK_OVERRIDES = {
     "copy": ["task.lag=4", "task.copy_length=3", "task.eval_batches=1", "task.eval_batch_size=8"],
     "parity": ["task.max_length=6", "task.eval_batches=1", "task.eval_batch_size=8"],
     "modular": ["task.max_length=7", "task.eval_batches=1", "task.eval_batch_size=8"],
+    "selective_copy": [
+        "task.length=6",
+        "task.copy_length=2",
+        "task.eval_batches=1",
+        "task.eval_batch_size=8",
+    ],
+    "mqar": ["task.num_pairs=2", "task.length=8", "task.eval_batches=1", "task.eval_batch_size=8"],
     "char_lm": ["task.bptt=16", "task.eval_batch_size=4", "task.eval_max_windows=2"],
     "word_lm": ["task.bptt=8", "task.eval_batch_size=2", "task.eval_max_windows=2"],
     "sentiment": ["task.max_len=12", "task.eval_batch_size=16"],
@@ -82,10 +89,11 @@ MODEL_TASK = [
     ("lstm_self_attention", "copy"),
     ("seq2seq_attention", "ett"),
     ("mingru", "char_lm"),  # sampled step by step
-    ("minlstm", "sentiment"),
+    ("minlstm", "selective_copy"),
     ("rglru", "ett"),
     ("slstm", "copy"),
     ("mlstm", "char_lm"),
+    ("lru", "mqar"),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Synthetic tasks, generated on the fly: long-range memory (adding, copy) and state tracking
-with per-sequence lengths (parity, modular arithmetic).
+"""Synthetic tasks, generated on the fly: long-range memory (adding, copy), state tracking
+with per-sequence lengths (parity, modular arithmetic) and recall of what only the content marks
+(selective copying, multi-query associative recall).
 
 Each batch is a pure function of `(seed, step)` (see `batching.step_rng`), so there is no
 dataset to store and a resumed run sees the same batches. `fixed_eval_batches` draws a held-out
@@ -10,7 +11,9 @@ References:
     and 2). Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent Networks of Rectified
     Linear Units", 2015. Arjovsky, Shah & Bengio, "Unitary Evolution Recurrent Neural Networks",
     ICML 2016. Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (parity
-    check, modular arithmetic).
+    check, modular arithmetic). Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective
+    State Spaces", 2023 (selective copying). Arora, Eyuboglu et al., "Zoology: Measuring and
+    Improving Recall in Efficient Language Models", ICLR 2024 (arXiv 2023; MQAR).
 """
 
 from __future__ import annotations
@@ -315,3 +318,176 @@ def modular_batch(
         "lengths": lengths.astype(np.int32),
         "labels": ((finished + current) % modulus).astype(np.int32),
     }
+
+
+# ---------------------------------------------------------------- recall
+#
+# Tasks that ask which recurrence can choose what to store. In both, the steps to remember sit
+# at positions that change from sequence to sequence and are told apart only by their content,
+# so a time-invariant (linear, input-independent) recurrence cannot solve them; the answer is
+# scored at the recall steps only (`weights`). One `[b, t]` shape per split.
+
+
+def selective_copy_batch(
+    seed: int,
+    step: int,
+    batch_size: int,
+    length: int,
+    num_symbols: int = 8,
+    copy_length: int = 4,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """One batch of selective copying (Gu & Dao 2023, "Mamba", Section 3.1 and Figure 2).
+
+    The copy task with the data spread out: `copy_length` symbols `s_1..s_M ~ U{1..num_symbols}`
+    lie at `M` distinct positions drawn uniformly from the first `length` steps (in order, the
+    rest blank), then `M` markers ask for them. With `T = length + copy_length` and the copy
+    task's vocabulary `{0: blank, 1..num_symbols: symbols, num_symbols + 1: marker}`:
+
+    - inputs: blanks with `s_i` at the `i`-th sorted position, then `M` markers;
+    - targets: blanks, except the last `M` steps, which are `s_1..s_M`;
+    - weights: 1 on the last `M` steps, else 0.
+
+    This is the construction of the S4 repository's `torch_copying_data(L, M, A, variable=True)`
+    used by Gu & Dao (`L + M = length`, `A = num_symbols + 2`). A memoryless model scores
+    `log(num_symbols)` nats and accuracy `1 / num_symbols` per scored step.
+
+    Args:
+        seed: run seed.
+        step: batch index; the batch is a pure function of `(seed, step, stream)`.
+        batch_size: `b`.
+        length: steps holding the data among blanks, `>= copy_length`.
+        num_symbols: distinct data symbols, >= 1.
+        copy_length: symbols to copy, `M >= 1`.
+        stream: random stream (`EVAL_STREAM`, `LENGTH_TEST_STREAM` for held-out batches).
+
+    Returns:
+        `inputs` `[b, T]` int32, `targets` `[b, T]` int32, `weights` `[b, T]` float32.
+    """
+    for key, value in (("num_symbols", num_symbols), ("copy_length", copy_length)):
+        if value < 1:
+            raise ConfigError(f"task.{key} must be >= 1 for selective copying, got {value}")
+    if length < copy_length:
+        raise ConfigError(
+            f"task.length must be >= task.copy_length={copy_length} (the data lie among the "
+            f"first task.length steps), got {length}"
+        )
+    rng = step_rng(seed, step, stream)
+    symbols = rng.integers(1, num_symbols + 1, size=(batch_size, copy_length), dtype=np.int32)
+    # A uniform random subset of `copy_length` positions per row, in increasing order.
+    positions = np.sort(np.argsort(rng.random((batch_size, length)), axis=1)[:, :copy_length])
+    total = length + copy_length
+    inputs = np.zeros((batch_size, total), dtype=np.int32)
+    np.put_along_axis(inputs, positions, symbols, axis=1)
+    inputs[:, length:] = num_symbols + 1
+    targets = np.zeros((batch_size, total), dtype=np.int32)
+    targets[:, length:] = symbols
+    weights = np.zeros((batch_size, total), dtype=np.float32)
+    weights[:, length:] = 1.0
+    return {"inputs": inputs, "targets": targets, "weights": weights}
+
+
+def mqar_vocab_size(key_vocab: int, value_vocab: int) -> int:
+    """Vocabulary of MQAR: blank (id 0), the keys (ids `1..key_vocab`) and the values (ids
+    `key_vocab + 1..key_vocab + value_vocab`)."""
+    return 1 + key_vocab + value_vocab
+
+
+def mqar_min_length(num_pairs: int, num_queries: int) -> int:
+    """The shortest MQAR sequence: `2 * num_pairs` context steps and a query region with
+    `num_queries` even slots."""
+    return 2 * num_pairs + 2 * num_queries
+
+
+def mqar_batch(
+    seed: int,
+    step: int,
+    batch_size: int,
+    length: int,
+    num_pairs: int,
+    key_vocab: int,
+    value_vocab: int,
+    num_queries: int | None = None,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """One batch of multi-query associative recall (Arora et al. 2023, "Zoology", Section 3).
+
+    As Zoology's `multiquery_ar`, with `n = num_pairs`, `q = num_queries` and `T = length`:
+
+    - context, steps `0..2n-1`: `k_1 v_1 k_2 v_2 ... k_n v_n`, `n` distinct keys and `n`
+      distinct values, each drawn without replacement from its vocabulary;
+    - query region, steps `2n..T-1`: `q` of the pairs (all of them when `q = n`, Zoology's
+      setting), in context order, are asked at even slots `2n + 2g`, where the slots `g` are
+      drawn without replacement from `[0, (T - 2n) // 2)` with probability `∝ (g + 1) ** (a -
+      1)` (`a = power_a`: 0.01, Zoology's default, puts most queries near the context, 1 is
+      uniform). Every other step is a token drawn uniformly from the whole vocabulary
+      (`random_non_queries`, Zoology's default), or blank;
+    - targets: at a query of `k_i`, its value `v_i`; weights 1 there, 0 elsewhere.
+
+    Unlike Zoology, the vocabularies are set apart (Zoology splits one in halves) and each
+    batch is drawn from `(seed, step)`; the weighted draw of slots without replacement is done
+    for the whole batch at once by the Gumbel-top-k trick, which gives the same distribution as
+    NumPy's successive `choice(..., replace=False, p=p)` (Kool, van Hoof & Welling, "Stochastic
+    Beams and Where to Find Them", ICML 2019). A model that does not bind keys to values scores
+    `log(value_vocab)` nats and accuracy `1 / value_vocab` per query.
+
+    Args:
+        seed: run seed.
+        step: batch index; the batch is a pure function of `(seed, step, stream)`.
+        batch_size: `b`.
+        length: `T >= mqar_min_length(n, q)`.
+        num_pairs: key-value pairs per sequence, `1 <= n <= min(key_vocab, value_vocab)`.
+        key_vocab, value_vocab: numbers of distinct keys and values.
+        num_queries: `1 <= q <= n`; None: `n`.
+        power_a: the power law's `a > 0`.
+        random_non_queries: fill the non-query steps of the query region with random tokens.
+        stream: random stream (`EVAL_STREAM`, `LENGTH_TEST_STREAM` for held-out batches).
+
+    Returns:
+        `inputs` `[b, T]` int32, `targets` `[b, T]` int32 (value token ids at the queries, blank
+        elsewhere), `weights` `[b, T]` float32.
+    """
+    num_queries = num_pairs if num_queries is None else num_queries
+    if not 1 <= num_pairs <= min(key_vocab, value_vocab):
+        raise ConfigError(
+            f"task.num_pairs must be in [1, min(task.key_vocab, task.value_vocab)] = [1, "
+            f"{min(key_vocab, value_vocab)}] (keys and values are distinct), got {num_pairs}"
+        )
+    if not 1 <= num_queries <= num_pairs:
+        raise ConfigError(f"task.num_queries must be in [1, {num_pairs}], got {num_queries}")
+    if length < mqar_min_length(num_pairs, num_queries):
+        raise ConfigError(
+            f"task.length must be >= {mqar_min_length(num_pairs, num_queries)} for "
+            f"{num_pairs} pairs and {num_queries} queries, got {length}"
+        )
+    if not power_a > 0:
+        raise ConfigError(f"task.power_a must be > 0, got {power_a}")
+    rng = step_rng(seed, step, stream)
+    rows = np.arange(batch_size)[:, None]
+    keys = np.argsort(rng.random((batch_size, key_vocab)), axis=1)[:, :num_pairs] + 1
+    values = np.argsort(rng.random((batch_size, value_vocab)), axis=1)[:, :num_pairs]
+    values = values + key_vocab + 1
+    context = 2 * num_pairs
+    slots = (length - context) // 2
+    scores = (power_a - 1.0) * np.log(np.arange(1, slots + 1)) + rng.gumbel(
+        size=(batch_size, slots)
+    )
+    gaps = np.argsort(-scores, axis=1)[:, :num_queries]  # in the order drawn
+    asked = np.sort(np.argsort(rng.random((batch_size, num_pairs)), axis=1)[:, :num_queries])
+    where = context + 2 * gaps
+
+    vocab = mqar_vocab_size(key_vocab, value_vocab)
+    inputs = np.zeros((batch_size, length), dtype=np.int32)
+    if random_non_queries:
+        noise = rng.integers(0, vocab, size=(batch_size, length - context), dtype=np.int32)
+        inputs[:, context:] = noise
+    inputs[:, 0:context:2] = keys
+    inputs[:, 1:context:2] = values
+    inputs[rows, where] = keys[rows, asked]
+    targets = np.zeros((batch_size, length), dtype=np.int32)
+    targets[rows, where] = values[rows, asked]
+    weights = np.zeros((batch_size, length), dtype=np.float32)
+    weights[rows, where] = 1.0
+    return {"inputs": inputs, "targets": targets, "weights": weights}

@@ -12,7 +12,10 @@ from rnnlab.tasks.synthetic import (
     AddingTask,
     CopyTask,
     ModularArithmeticTask,
+    MQARTask,
     ParityTask,
+    RecallTask,
+    SelectiveCopyTask,
     StateTrackingTask,
 )
 
@@ -25,7 +28,10 @@ __all__ = [
     "ForecastTask",
     "LanguageModelTask",
     "ModularArithmeticTask",
+    "MQARTask",
     "ParityTask",
+    "RecallTask",
+    "SelectiveCopyTask",
     "SentimentTask",
     "StateTrackingTask",
     "Task",

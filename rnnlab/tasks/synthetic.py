@@ -1,10 +1,11 @@
-"""Synthetic tasks: long-range memory (the adding problem, the copy task) and state tracking
-with length generalisation (parity, modular arithmetic).
+"""Synthetic tasks: long-range memory (the adding problem, the copy task), state tracking with
+length generalisation (parity, modular arithmetic) and recall of what only the content marks
+(selective copying, multi-query associative recall).
 
 All generate every batch from `(seed, step)` (`rnnlab.data.synthetic`), so there is nothing to
 download and a resumed run sees the same batches. Evaluation uses a fixed held-out set drawn from
-a separate random stream; the state-tracking tasks add a `test` split of longer sequences than
-any seen in training.
+a separate random stream; the state-tracking and recall tasks add a `test` split of longer
+sequences than any seen in training.
 
 References:
     Hochreiter & Schmidhuber, "Long Short-Term Memory", 1997 (the adding problem).
@@ -13,6 +14,9 @@ References:
     Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (parity check,
     modular arithmetic; length generalisation). Beck et al., "xLSTM: Extended Long Short-Term
     Memory", 2024 (parity separates sLSTM and LSTM from linear recurrences).
+    Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 2023 (selective
+    copying). Arora, Eyuboglu et al., "Zoology: Measuring and Improving Recall in Efficient
+    Language Models", 2023 (multi-query associative recall).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.checks import check_int
+from rnnlab.checks import check_bool, check_float, check_int
 from rnnlab.data import synthetic
 from rnnlab.errors import ConfigError
 from rnnlab.models import SequenceClassifier, SequenceTagger
@@ -409,3 +413,305 @@ class ModularArithmeticTask(StateTrackingTask):
             baselines[f"baseline/{split}_accuracy"] = float(shares.max())
             baselines[f"baseline/{split}_loss"] = float(-np.sum(nonzero * np.log(nonzero)))
         return baselines
+
+
+class RecallTask(Task):
+    """Per-step recall with a harder `test` split (base of `SelectiveCopyTask` and `MQARTask`).
+
+    Model: `SequenceTagger` over the task's token vocabulary (`num_outputs = vocab_size`), as
+    the copy task. Loss: cross-entropy on the recall steps only (`weights`); `accuracy` is per
+    recall step and ranks checkpoints (`valid/accuracy`). Training and `valid` batches share
+    one setting; `test` batches (scored once, at the best checkpoint) are longer, or hold more
+    to remember, so `test/accuracy` measures how far what was learnt carries. Each split is one
+    `[b, t]` shape (the tagger compiles once per split).
+
+    A subclass supplies `name`, `vocab_size`, `settings` (the generator's keyword arguments of
+    "train" and "test") and `generate(step, batch_size, stream, **settings)`, a pure function.
+
+    Args:
+        seed: run seed.
+        batch_size: training batch size.
+        eval_batches: number of fixed batches per evaluation split, >= 1.
+        eval_batch_size: their size, >= 1.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
+    """
+
+    model_class = SequenceTagger
+    monitor = "valid/accuracy"
+    monitor_mode = "max"
+    vocab_size: int
+
+    def __init__(
+        self, seed: int, batch_size: int, eval_batches: int = 4, eval_batch_size: int = 128
+    ):
+        super().__init__(seed, batch_size)
+        self.num_eval_batches = check_int("task.eval_batches", eval_batches, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+
+    @property
+    @abc.abstractmethod
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """The generator's keyword arguments of "train" (also `valid`) and "test"."""
+
+    @abc.abstractmethod
+    def generate(self, step: int, batch_size: int, stream: int, **settings: Any) -> Batch:
+        """Batch `step` of random stream `stream` under `settings`."""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("valid", "test")
+
+    def model_fields(self) -> dict[str, Any]:
+        return {"num_outputs": self.vocab_size, "vocab_size": self.vocab_size}
+
+    def train_batch(self, step: int) -> Batch:
+        return self.generate(
+            step, self.batch_size, synthetic.TRAIN_STREAM, **self.settings["train"]
+        )
+
+    @functools.cached_property
+    def _eval(self) -> dict[str, list[Batch]]:
+        plan = {
+            "valid": (synthetic.EVAL_STREAM, self.settings["train"]),
+            "test": (synthetic.LENGTH_TEST_STREAM, self.settings["test"]),
+        }
+        return {
+            split: [
+                self.generate(i, self.eval_batch_size, stream, **settings)
+                for i in range(self.num_eval_batches)
+            ]
+            for split, (stream, settings) in plan.items()
+        }
+
+    def eval_batches(self, split: str) -> list[Batch]:
+        return self._eval[split]
+
+    def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
+        return weighted_cross_entropy(outputs, batch["targets"], batch["weights"])
+
+    def describe(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"vocab_size": self.vocab_size}
+        for split in ("train", "test"):
+            facts.update({f"{split}_{k}": v for k, v in self.settings[split].items()})
+        return facts
+
+
+class SelectiveCopyTask(RecallTask):
+    """Selective copying (Gu & Dao 2023, "Mamba", Section 3.1, Figure 2): copy `copy_length`
+    symbols scattered at random positions among `length` blank steps, in order, after them.
+
+    Unlike the copy task the positions change from sequence to sequence, so (Gu & Dao argue) a
+    time-invariant recurrence (an LTI state space model, a fixed-decay linear RNN) cannot pick
+    the symbols out, and a recurrence whose gates depend on the input can
+    (`synthetic.selective_copy_batch`).
+    Each sequence has `length + copy_length` steps; `test` spreads the same number of symbols
+    over `test_length` steps (length generalisation). See `RecallTask` for the model and
+    metrics. Baselines (a memoryless guess over the symbols): `baseline/cross_entropy =
+    log(num_symbols)`, `baseline/accuracy = 1 / num_symbols`.
+
+    Args:
+        seed, batch_size, eval_batches, eval_batch_size: as `RecallTask`.
+        length: steps holding the symbols among blanks, `>= copy_length`.
+        num_symbols: distinct data symbols, >= 1 (the vocabulary adds a blank and a marker).
+        copy_length: symbols to copy, >= 1.
+        test_length: `test`'s `length`, `> length`; None: `2 * length`.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
+    """
+
+    name = "selective_copy"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        length: int = 16,
+        num_symbols: int = 4,
+        copy_length: int = 4,
+        test_length: int | None = None,
+        eval_batches: int = 4,
+        eval_batch_size: int = 128,
+    ):
+        super().__init__(seed, batch_size, eval_batches, eval_batch_size)
+        self.num_symbols = check_int("task.num_symbols", num_symbols, 1)
+        self.copy_length = check_int("task.copy_length", copy_length, 1)
+        self.length = check_int(
+            "task.length",
+            length,
+            copy_length,
+            why=f" (it holds the task.copy_length={copy_length} symbols; raise task.length or "
+            "lower task.copy_length)",
+        )
+        check_int(
+            "task.test_length",
+            test_length,
+            length + 1,
+            optional=True,
+            why=f" (test sequences are longer than task.length={length}; null: 2 * task.length)",
+        )
+        self.test_length = 2 * length if test_length is None else test_length
+
+    @property
+    def vocab_size(self) -> int:
+        return synthetic.copy_vocab_size(self.num_symbols)
+
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        return {"train": {"length": self.length}, "test": {"length": self.test_length}}
+
+    def generate(self, step: int, batch_size: int, stream: int, **settings: Any) -> Batch:
+        return synthetic.selective_copy_batch(
+            self.seed,
+            step,
+            batch_size,
+            num_symbols=self.num_symbols,
+            copy_length=self.copy_length,
+            stream=stream,
+            **settings,
+        )
+
+    def baselines(self) -> dict[str, float]:
+        return {
+            "baseline/accuracy": 1.0 / self.num_symbols,
+            "baseline/cross_entropy": math.log(self.num_symbols),
+        }
+
+
+class MQARTask(RecallTask):
+    """Multi-query associative recall (Arora et al. 2023, "Zoology", Section 3): `num_pairs`
+    key-value pairs, then queries of their keys, each to be answered with its value.
+
+    Zoology's construction (`synthetic.mqar_batch`): distinct keys and distinct values, every
+    pair queried once by default (`num_queries`), queries at even slots placed by a power law
+    (`power_a`, 0.01 as Zoology: mostly soon after the pairs), random tokens between them
+    (`random_non_queries`). Answering needs a state that holds every pair, each value bound
+    to its key; Arora et al. find that the state a recurrent or convolutional model needs grows
+    with the number of pairs, where attention solves MQAR at any size. The `test`
+    split holds `test_num_pairs` pairs in `test_length` steps (longer gaps and, if set, more
+    pairs). Baselines (a guess that ignores the keys): `baseline/cross_entropy =
+    log(value_vocab)`, `baseline/accuracy = 1 / value_vocab`; a model that knows which values
+    were shown but not to which key scores about `1 / num_pairs`.
+
+    Args:
+        seed, batch_size, eval_batches, eval_batch_size: as `RecallTask`.
+        num_pairs: pairs per sequence, `1 <= num_pairs <= min(key_vocab, value_vocab)`.
+        key_vocab: distinct keys, >= 1 (Zoology: half of its vocabulary).
+        value_vocab: distinct values, >= 1.
+        num_queries: queries per sequence, `1..num_pairs`; None: every pair, as Zoology
+            (in `test` too: `test_num_pairs`).
+        length: steps per sequence, `>= 2 * num_pairs + 2 * num_queries`.
+        test_length: `test`'s length, `>= length`; None: `2 * length`.
+        test_num_pairs: `test`'s pairs, `num_pairs..min(key_vocab, value_vocab)`; None:
+            `num_pairs`.
+        power_a: the power law of the query slots, > 0 (1: uniform).
+        random_non_queries: random tokens (true) or blanks (false) between the queries.
+
+    Raises:
+        ConfigError: a setting out of range (the message names `task.<key>`).
+    """
+
+    name = "mqar"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        num_pairs: int = 2,
+        key_vocab: int = 4,
+        value_vocab: int = 4,
+        num_queries: int | None = None,
+        length: int = 16,
+        test_length: int | None = None,
+        test_num_pairs: int | None = None,
+        power_a: float = 0.01,
+        random_non_queries: bool = True,
+        eval_batches: int = 4,
+        eval_batch_size: int = 128,
+    ):
+        super().__init__(seed, batch_size, eval_batches, eval_batch_size)
+        self.key_vocab = check_int("task.key_vocab", key_vocab, 1)
+        self.value_vocab = check_int("task.value_vocab", value_vocab, 1)
+        most = min(key_vocab, value_vocab)
+        distinct = (
+            f" (keys and values are distinct within a sequence: task.key_vocab={key_vocab}, "
+            f"task.value_vocab={value_vocab}; raise them or lower the pairs)"
+        )
+        self.num_pairs = check_int("task.num_pairs", num_pairs, 1, most, why=distinct)
+        self.num_queries = check_int(
+            "task.num_queries",
+            num_queries,
+            1,
+            num_pairs,
+            optional=True,
+            why=f" (each query asks one of the task.num_pairs={num_pairs} pairs; null: all)",
+        )
+        self.length = self._check_length("task.length", length, num_pairs)
+        check_int(
+            "task.test_length",
+            test_length,
+            length,
+            optional=True,
+            why=f" (test sequences are at least task.length={length} long; null: 2 * task.length)",
+        )
+        self.test_num_pairs = check_int(
+            "task.test_num_pairs", test_num_pairs, num_pairs, most, optional=True, why=distinct
+        )
+        if self.test_num_pairs is None:
+            self.test_num_pairs = num_pairs
+        self.test_length = self._check_length(
+            "task.test_length",
+            2 * length if test_length is None else test_length,
+            self.test_num_pairs,
+        )
+        self.power_a = check_float("task.power_a", power_a, 0.0, low_open=True)
+        self.random_non_queries = check_bool("task.random_non_queries", random_non_queries)
+
+    def _queries(self, num_pairs: int) -> int:
+        return num_pairs if self.num_queries is None else self.num_queries
+
+    def _check_length(self, key: str, length: int, num_pairs: int) -> int:
+        queries = self._queries(num_pairs)
+        shortest = synthetic.mqar_min_length(num_pairs, queries)
+        return check_int(
+            key,
+            length,
+            shortest,
+            why=f" ({num_pairs} pairs and {queries} queries at even slots after them need "
+            f"{shortest} steps; raise {key} or lower the pairs or queries)",
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return synthetic.mqar_vocab_size(self.key_vocab, self.value_vocab)
+
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        return {
+            split: {"length": length, "num_pairs": pairs, "num_queries": self._queries(pairs)}
+            for split, length, pairs in (
+                ("train", self.length, self.num_pairs),
+                ("test", self.test_length, self.test_num_pairs),
+            )
+        }
+
+    def generate(self, step: int, batch_size: int, stream: int, **settings: Any) -> Batch:
+        return synthetic.mqar_batch(
+            self.seed,
+            step,
+            batch_size,
+            key_vocab=self.key_vocab,
+            value_vocab=self.value_vocab,
+            power_a=self.power_a,
+            random_non_queries=self.random_non_queries,
+            stream=stream,
+            **settings,
+        )
+
+    def baselines(self) -> dict[str, float]:
+        return {
+            "baseline/accuracy": 1.0 / self.value_vocab,
+            "baseline/cross_entropy": math.log(self.value_vocab),
+        }
