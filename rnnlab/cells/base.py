@@ -39,6 +39,10 @@ tests ask the cell.
                     carry itself (`[b, h]`), or complex (`complex_state = True`, the LRU):
                     `state(carry)` and `carry_of(h)` convert between the real carry and `h`.
 
+    chunkwise       a method `(params, xs, carry0, valid) -> (final carry, ys: [b, t, o])`
+                    computing the layer's recurrence chunk by chunk (parallel within a chunk:
+                    mLSTM); the layer's `backend="chunkwise"` runs it.
+
 Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
 may change the math, so it says again what still matches.
 """
@@ -124,7 +128,7 @@ def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array
     return projected + along_last(params["b"], projected) if bias else projected
 
 
-CAPABILITIES = ("native_kernel", "torch_module", "flax_cell", "linear_recurrence")
+CAPABILITIES = ("native_kernel", "torch_module", "flax_cell", "linear_recurrence", "chunkwise")
 """The optional capability declarations a cell class may make (see the module docstring)."""
 
 

@@ -1,9 +1,11 @@
 """mLSTM, the matrix-memory cell of xLSTM (Beck et al. 2024): a key-value matrix memory per head,
 written with an exponential input gate and read with a query; gates from the input alone.
 
-Two forms of the same function: the recurrent step (`MLSTMCell.pointwise`, run by the layer like
-every cell, with lengths, resets, reverse, truncated BPTT and generation) and the parallel form
-(`parallel`, the paper's quadratic "attention-like" form over a whole sequence), tested equal.
+Three forms of the same function, tested equal: the recurrent step (`MLSTMCell.pointwise`, run by
+the layer like every cell, with lengths, resets, reverse, truncated BPTT and generation), the
+parallel form (`parallel`, the paper's quadratic "attention-like" form over a whole sequence),
+and the chunkwise form between them (`MLSTMCell.chunkwise`: parallel within chunks of
+`chunk_size` steps, recurrent across chunks; the layer's `backend="chunkwise"`).
 
 Reference: Maximilian Beck, Korbinian Pöppel, Markus Spanring, Andreas Auer, Oleksandra
 Prudnikova, Michael Kopp, Günter Klambauer, Johannes Brandstetter, Sepp Hochreiter, "xLSTM:
@@ -56,13 +58,15 @@ class MLSTMCell:
     `w_ih`/`b`: q, k, v, o (h rows each), then i~, f~ (num_heads rows each).
 
     Initialisation: `w_ih` Glorot-uniform, biases zero except the forget gates', spread over
-    `forget_bias_range` across heads (xLSTM's code).
+    `forget_bias_range` across heads (xLSTM's code). `chunk_size` changes no value: it is the
+    chunk length of the chunkwise form (`chunkwise`, the layer's `backend="chunkwise"`).
     """
 
     hidden_size: int
     num_heads: int = 4
     forget_bias_range: tuple[float, float] = (3.0, 6.0)
     input_init: str = "glorot_uniform"
+    chunk_size: int = 64
     recurrent_matrix = False
 
     def __post_init__(self) -> None:
@@ -73,6 +77,10 @@ class MLSTMCell:
                 f"({self.num_heads})"
             )
         object.__setattr__(self, "forget_bias_range", tuple(self.forget_bias_range))
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
+            raise ValueError(f"MLSTMCell.chunk_size must be an int, got {self.chunk_size!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"MLSTMCell.chunk_size must be >= 1, got {self.chunk_size}")
 
     @property
     def output_size(self) -> int:
@@ -154,6 +162,14 @@ class MLSTMCell:
         h = jax.nn.sigmoid(o_tilde) * h_tilde
         return MLSTMState(C, n, m, h), h
 
+    def chunkwise(
+        self, params: Params, xs: Array, carry0: MLSTMState, valid: Array | None = None
+    ) -> tuple[MLSTMState, Array]:
+        """The chunkwise-parallel form of the layer's recurrence (`_chunkwise`): `xs: [b, t, d]`
+        from `carry0`, `valid: [b, t]` or None -> (final carry, `ys: [b, t, h]`). Declaring
+        it is the `chunkwise` capability the layer's `backend="chunkwise"` asks for."""
+        return _chunkwise(self, params, xs, carry0, valid)
+
 
 def _stabilised(i_tilde: Array, f_tilde: Array, m_prev: Array) -> tuple[Array, Array, Array]:
     """`(i', f', m_t)` of the stabilised exponential gating (eqs. 15-17 of the paper)."""
@@ -183,3 +199,79 @@ def parallel(cell: MLSTMCell, params: Params, xs: Array) -> Array:
     denominator = jnp.maximum(jnp.abs(jnp.sum(scores, axis=2)), jnp.exp(-m))
     h_tilde = jnp.einsum("btsh,bshv->bthv", scores, v) / denominator[..., None]
     return jax.nn.sigmoid(o_tilde) * h_tilde.reshape(h_tilde.shape[:2] + (-1,))
+
+
+def _chunkwise(
+    cell: MLSTMCell,
+    params: Params,
+    xs: Array,
+    carry0: MLSTMState,
+    valid: Array | None = None,
+) -> tuple[MLSTMState, Array]:
+    """The chunkwise-parallel form: `[b, t, d] -> (final carry, ys: [b, t, h])`, equal to the
+    recurrent step from `carry0` (tested), in `ceil(t / chunk_size)` sequential steps.
+
+    Within a chunk of `L = cell.chunk_size` steps the outputs come from the parallel form
+    (`L x L` scores per head) plus the memory `C, n` carried in from the chunks before; between
+    chunks only `(C, n, m)` is carried, as in xLSTM's chunkwise kernels (Beck et al. 2024;
+    Yang et al. 2024, "Gated Linear Attention", Section 3.2). With `b_t` the sum of
+    `log sigma(f~)` from the chunk's start to t and `m_0` the incoming stabiliser:
+
+        D~_ts = b_t - b_s + i~_s (s <= t in the chunk),   m_t = max(b_t + m_0, max_s D~_ts)
+        h~_t  = (e^(b_t + m_0 - m_t) C_0^T q_t + sum_s e^(D~_ts - m_t) (q_t . k_s) v_s)
+                / max(|e^(b_t + m_0 - m_t) n_0 . q_t + sum_s e^(D~_ts - m_t) q_t . k_s|, e^(-m_t))
+
+    `m_t` is the recurrent stabiliser exactly (its recursion unrolls to that maximum). Padding
+    (`valid: [b, t]`, 0 past a sequence's length) holds the memory (`log sigma(f~) = 0`,
+    `i~ = -inf`) and zeroes the outputs; the final `h` is each sequence's last valid one.
+    """
+    batch, time = xs.shape[:2]
+    size = cell.chunk_size
+    chunks = -(-time // size)
+    pad = chunks * size - time
+    q, k, v, o_tilde, i_tilde, f_tilde = cell.split(cell.project_inputs(params, xs))
+    log_f = jax.nn.log_sigmoid(f_tilde)  # [b, t, heads]
+    mask = jnp.ones((batch, time), bool) if valid is None else valid.astype(bool)
+    log_f = jnp.where(mask[..., None], log_f, 0.0)
+    i_tilde = jnp.where(mask[..., None], i_tilde, -jnp.inf)
+
+    def chunked(x: Array, fill: float = 0.0) -> Array:  # [b, t, ...] -> [chunks, b, L, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+        x = x.reshape((batch, chunks, size) + x.shape[2:])
+        return jnp.swapaxes(x, 0, 1)
+
+    causal = jnp.tril(jnp.ones((size, size), bool))[None, :, :, None]  # [1, L(t), L(s), 1]
+
+    def one_chunk(state, inputs):
+        C0, n0, m0 = state
+        q_c, k_c, v_c, i_c, f_c = inputs  # [b, L, heads, dk] x3, [b, L, heads] x2
+        b = jnp.cumsum(f_c, axis=1)  # [b, L, heads]
+        log_d = b[:, :, None, :] - b[:, None, :, :] + i_c[:, None, :, :]  # [b, t, s, heads]
+        log_d = jnp.where(causal, log_d, -jnp.inf)
+        from_state = b + m0[:, None, :]  # [b, L, heads]
+        m = jnp.maximum(from_state, jnp.max(log_d, axis=2))
+        weights = jnp.exp(log_d - m[:, :, None, :])
+        scale = jnp.exp(from_state - m)  # [b, L, heads]
+        scores = jnp.einsum("bthk,bshk->btsh", q_c, k_c) * weights
+        numerator = jnp.einsum("btsh,bshv->bthv", scores, v_c) + scale[..., None] * jnp.einsum(
+            "bhkv,bthk->bthv", C0, q_c
+        )
+        dot = jnp.sum(scores, axis=2) + scale * jnp.einsum("bhk,bthk->bth", n0, q_c)
+        h_tilde = numerator / jnp.maximum(jnp.abs(dot), jnp.exp(-m))[..., None]
+        # the memory at the chunk's last step, stabilised by its m
+        m_end = m[:, -1]
+        w_end = jnp.exp(b[:, -1:, :] - b + i_c - m_end[:, None, :])  # [b, L(s), heads]
+        decay = jnp.exp(from_state[:, -1] - m_end)  # [b, heads]
+        C = decay[..., None, None] * C0 + jnp.einsum("bsh,bshk,bshv->bhkv", w_end, k_c, v_c)
+        n = decay[..., None] * n0 + jnp.einsum("bsh,bshk->bhk", w_end, k_c)
+        return (C, n, m_end), h_tilde
+
+    inputs = (chunked(q), chunked(k), chunked(v), chunked(i_tilde, -jnp.inf), chunked(log_f))
+    (C, n, m), h_tilde = jax.lax.scan(one_chunk, (carry0.C, carry0.n, carry0.m), inputs)
+    h_tilde = jnp.swapaxes(h_tilde, 0, 1).reshape(batch, chunks * size, cell.hidden_size)
+    ys = jax.nn.sigmoid(o_tilde) * h_tilde[:, :time]
+    ys = jnp.where(mask[..., None], ys, 0.0)
+    lengths = jnp.sum(mask, axis=1)
+    last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+    h = jnp.where((lengths > 0)[:, None], last, carry0.h)
+    return MLSTMState(C, n, m, h), ys

@@ -44,7 +44,7 @@ class RecurrentOptions(NamedTuple):
         unroll: `lax.scan` unroll factor.
         vjp: "custom" or "autodiff" (see `run`).
         input_projection: "hoisted" or "per_step" (see `run`).
-        backend: "auto", "native", "xla" or "cudnn" (see `run`).
+        backend: one of `BACKEND_CHOICES` (see `run`).
     """
 
     dropout: float = 0.0
@@ -125,8 +125,11 @@ def run(
             faster for LSTM inference at batch 128 (1.3x) but slower for training and for GRU in
             most configs, so "hoisted" is the default; measure on your hardware.
         backend: what computes the recurrence (`backends.BACKENDS`): "auto" (default),
-            "native", "xla" or "cudnn". "native" runs it (forward and backward) in the optional
-            native CPU kernel (`rnnlab.kernels`), "xla" in `lax.scan`. "auto" picks native when
+            "native", "associative", "chunkwise", "xla" or "cudnn". "associative" runs a linear
+            recurrence (`linear_recurrence`) as a parallel scan; "chunkwise" a cell's chunkwise
+            form (mLSTM; no resets or zoneout), which "auto" takes before the scan. "native"
+            runs it (forward and backward) in the optional native CPU kernel
+            (`rnnlab.kernels`), "xla" in `lax.scan`. "auto" picks native when
             the library is built and the call is supported (a cell that declares
             `native_kernel`; float32; `vjp="custom"`; hoisted input projection; any lengths,
             resets, reverse, recurrent dropout, zoneout), else the scan; the run log says which
