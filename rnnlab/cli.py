@@ -342,7 +342,14 @@ NOT_COMPARED = ("trainer.quiet", "trainer.compilation_cache_dir", "trainer.fault
 that the configs of runs saved by earlier versions hold)."""
 
 
-IMPLIED_BEFORE = {"model.backend": "auto", "model.input_projection": "hoisted"}
+IMPLIED_BEFORE = {
+    "model.backend": "auto",
+    "model.input_projection": "hoisted",
+    "model.block": "none",
+    "model.conv_width": 4,
+    "model.mlp_expansion": None,
+    "model.slstm_at": "[]",
+}
 """Keys that the configs of runs saved by earlier versions lack, with the value those runs used
 (what the code did without the key), so that such runs still compare equal and resume."""
 

@@ -9,6 +9,10 @@ lets task fields without defaults follow backbone fields with defaults.
 Dropout follows Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural Network Regularization":
 on the embedding output, between stacked layers and on the last layer's output, never on the
 recurrent edges (those have `recurrent_dropout` and `zoneout`).
+
+With `block` set (`rnnlab.blocks.BLOCK_KINDS`), the recurrent layers are residual blocks instead
+(Hawk, xLSTM's mLSTM/sLSTM blocks, a generic pre-norm block): `make_stack` returns a
+`rnnlab.blocks.BlockStack` with the same call and carry contract, so every model takes them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import attention as att
-from rnnlab import recurrence
+from rnnlab import blocks, recurrence
 from rnnlab.cells.base import Cell
 from rnnlab.nn import RecurrentStack
 from rnnlab.typing import Array, Carry, Params
@@ -86,12 +90,22 @@ class Backbone(nn.Module, kw_only=True):
         unroll: `lax.scan` unroll factor.
         vjp: "custom" (hand-written reverse pass) or "autodiff".
         input_projection: "hoisted" (one matmul over all steps) or "per_step".
-        backend: "auto", "native", "xla" or "cudnn" (see `rnnlab.recurrence.run`).
+        backend: "auto", "native", "associative", "chunkwise", "xla" or "cudnn" (see
+            `rnnlab.recurrence.run`).
         attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
             documented per model (`ATTENTION` lists them).
         attention_size: hidden size of additive attention and attention pooling.
         num_heads: heads of multi-head self-attention (`attention="self"`).
-        embed_dim: embedding width, used only when the model embeds token ids.
+        embed_dim: embedding width, used only when the model embeds token ids; with `block`
+            set, the width of the residual stream (float features are projected to it).
+        block: "none" (the plain stack of `num_layers` recurrent layers) or a residual block
+            kind of `rnnlab.blocks.BLOCK_KINDS` ("hawk", "mlstm", "slstm", "xlstm", "prenorm"):
+            then `num_layers` counts blocks, `dropout` falls on every residual branch (and the
+            embedding and output, as before), and `bidirectional` is refused.
+        conv_width: taps of the blocks' causal convolution (hawk, mlstm, slstm; 4 in the papers).
+        mlp_expansion: the blocks' gated-MLP width over `embed_dim`; None: each paper's (3 for
+            hawk and prenorm, 4/3 for sLSTM, none for mLSTM); 0: no MLP.
+        slstm_at: with `block="xlstm"`, the indices of the sLSTM blocks among mLSTM ones.
     """
 
     ATTENTION: ClassVar[tuple[str, ...]] = ATTENTION_KINDS
@@ -111,9 +125,28 @@ class Backbone(nn.Module, kw_only=True):
     attention_size: int = 64
     num_heads: int = 4
     embed_dim: int = 64
+    block: str = "none"
+    conv_width: int = 4
+    mlp_expansion: float | None = None
+    slstm_at: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        # A YAML list arrives as a list (unhashable; models are `jit` static arguments).
+        object.__setattr__(self, "slstm_at", tuple(self.slstm_at))
+        blocks.check_blocks(
+            owner,
+            block=self.block,
+            cell=self.cell,
+            width=self.embed_dim,
+            num_blocks=self.num_layers,
+            conv_width=self.conv_width,
+            mlp_expansion=self.mlp_expansion,
+            num_heads=self.num_heads,
+            slstm_at=self.slstm_at,
+            bidirectional=self.bidirectional,
+        )
+        self._check_block_fits(owner)
         check_choice("attention", self.attention, self.ATTENTION, owner)
         check_choice("merge", self.merge, recurrence.MERGES, owner)
         check_choice("vjp", self.vjp, recurrence.VJPS, owner)
@@ -133,9 +166,28 @@ class Backbone(nn.Module, kw_only=True):
                 raise ValueError(f"{owner}.{name} must be in [0, 1), got {rate}")
         super().__post_init__()
 
+    def _check_block_fits(self, owner: str) -> None:
+        """Refuse a block stack where a model reads the cell's width as its states' width."""
+        from rnnlab.models.seq2seq import Seq2Seq  # imports this module
+
+        if (
+            self.block != "none"
+            and isinstance(self, Seq2Seq)
+            and self.attention != "none"
+            and self.cell.output_size != self.embed_dim
+        ):
+            raise ValueError(
+                f"{owner} with block={self.block!r} and attention={self.attention!r}: the "
+                f"attention's queries are cell.hidden_size={self.cell.output_size} wide but the "
+                f"blocks output embed_dim={self.embed_dim}; set attention=none or make them equal"
+            )
+
     @property
     def state_size(self) -> int:
-        """Width of the recurrent stack's outputs (doubled when bidirectional and concatenated)."""
+        """Width of the recurrent stack's outputs (doubled when bidirectional and concatenated;
+        `embed_dim` for a block stack)."""
+        if self.block != "none":
+            return self.embed_dim
         both = self.bidirectional and self.merge == "concat"
         return self.cell.output_size * (2 if both else 1)
 
@@ -147,8 +199,25 @@ class Backbone(nn.Module, kw_only=True):
         )
 
     @nn.nowrap
-    def make_stack(self, bidirectional: bool | None = None, **module_kwargs: Any) -> RecurrentStack:
-        """The `RecurrentStack` the backbone fields describe (`bidirectional` may be overridden)."""
+    def make_stack(
+        self, bidirectional: bool | None = None, **module_kwargs: Any
+    ) -> RecurrentStack | blocks.BlockStack:
+        """The `RecurrentStack` the backbone fields describe (`bidirectional` may be overridden),
+        or the `rnnlab.blocks.BlockStack` when `block` is set (always unidirectional)."""
+        if self.block != "none":
+            return blocks.BlockStack(
+                cell=self.cell,
+                block=self.block,
+                num_blocks=self.num_layers,
+                width=self.embed_dim,
+                conv_width=self.conv_width,
+                mlp_expansion=self.mlp_expansion,
+                num_heads=self.num_heads,
+                slstm_at=self.slstm_at,
+                dropout=self.dropout,
+                options=self.options,
+                **module_kwargs,
+            )
         return RecurrentStack(
             cell=self.cell,
             num_layers=self.num_layers,
@@ -179,7 +248,7 @@ class Backbone(nn.Module, kw_only=True):
         train: bool,
         vocab_size: int | None,
     ) -> tuple[list[Carry], Array]:
-        """Embed (or take features), dropout, the recurrent stack, dropout.
+        """Embed (or take features), dropout, the recurrent (or block) stack, dropout.
 
         Args:
             inputs: `[b, t]` token ids (with `vocab_size`) or `[b, t, d]` features.
