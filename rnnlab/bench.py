@@ -17,6 +17,12 @@ Cells are `conf/cell/<name>.yaml` configs (`--cells lstm,gru`, `--configs rnn_ta
 reference each framework times for a cell is the one the cell declares (`torch_module`,
 `flax_cell`; see `rnnlab.cells.base`); a cell without one is timed without that framework.
 `agreement` checks that the timed models compute the same function with the same weights.
+
+`--grid scan` (`scan_grid`) times the associative scan against the sequential one for every cell
+that declares `linear_recurrence`, at t = 64..8192, next to a PyTorch minGRU written from the
+paper's equations in both of its modes (`torch_mingru_class`), and ends the report with the
+ratio, the memory of each and the length from which the associative scan wins
+(`scan_crossover`). An implementation that cannot run a configuration is listed with the reason.
 """
 
 from __future__ import annotations
@@ -162,6 +168,45 @@ def scaling_grid(cell: str = "lstm") -> list[Config]:
     return times + batches
 
 
+def linear_recurrence_cells() -> list[str]:
+    """The `conf/cell/` cells whose class declares `linear_recurrence` (`rnnlab.cells.base
+    .declared`), i.e. those the associative scan runs; each built at its config's own size."""
+    from rnnlab.cells.base import declared
+    from rnnlab.cli import cell_config
+
+    return [
+        name
+        for name in cell_names()
+        if declared(make_cell(name, cell_config(name).hidden_size), "linear_recurrence")
+    ]
+
+
+TORCH_MINGRU = {"torch-mingru-seq": "sequential", "torch-mingru-log": "log"}
+"""The PyTorch minGRU reference's implementations (`torch_mingru_class`): name -> its `scan`."""
+
+
+SCAN_LENGTHS = (64, 256, 1024, 4096, 8192)
+SCAN_SHAPE = (8, 64, 256)
+"""The scan grid's batch, input width and hidden units: b 8 x t 8192 is 65k tokens a step, and
+a training step of the associative scan there needs ~1.2 GiB (XLA's estimate)."""
+SCAN_IMPLS = ("rnnlab-xla", "rnnlab-associative", *TORCH_MINGRU)
+"""What the scan grid times by default: the sequential XLA scan (what `backend="auto"` runs for
+these cells), the associative scan, and the PyTorch minGRU reference in both modes."""
+
+
+def scan_grid(
+    cells: Sequence[str] | None = None,
+    lengths: Sequence[int] = SCAN_LENGTHS,
+    batch: int = SCAN_SHAPE[0],
+    input_size: int = SCAN_SHAPE[1],
+    hidden: int = SCAN_SHAPE[2],
+) -> list[Config]:
+    """Associative vs sequential scan: each cell (default: `linear_recurrence_cells()`) at each
+    sequence length, single layer; time with `SCAN_IMPLS`."""
+    cells = linear_recurrence_cells() if cells is None else cells
+    return [Config(cell, batch, t, input_size, hidden) for cell in cells for t in lengths]
+
+
 # ----------------------------------------------------------------------------- machine
 
 
@@ -266,11 +311,25 @@ def _optional(name: str) -> Any:
 
 @dataclasses.dataclass
 class Built:
-    """A ready-to-time step: `run()` executes one step and waits for it."""
+    """A ready-to-time step: `run()` executes one step and waits for it.
+
+    Attributes:
+        run: one step, waited for.
+        compile_s: compile time (JAX), or None.
+        memory: bytes by kind (`_memory` for a compiled JAX step: `memory_bytes`, `temp_bytes`,
+            `peak_bytes`; `_saved_bytes` for a PyTorch training step: `temp_bytes`), or empty.
+    """
 
     run: Callable[[], Any]
     compile_s: float | None = None
-    memory_bytes: int | None = None
+    memory: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """What a builder returns for a configuration its implementation cannot run, and why."""
+
+    reason: str
 
 
 def _data(config: Config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -317,18 +376,35 @@ def _jax_step(apply: Callable[[Any, Any], Any], params: Any, config: Config, mod
     return Built(run, compile_s, _memory(compiled))
 
 
-def _memory(compiled: Any) -> int | None:
-    """XLA's own account of the step's memory: arguments, outputs and temporaries."""
+def _memory(compiled: Any) -> dict[str, int]:
+    """XLA's own account of the compiled step's memory (`compiled.memory_analysis()`):
+
+        memory_bytes  arguments + outputs + temporaries - aliased (donated) buffers
+        temp_bytes    temporaries alone: the activations kept for the backward pass, the
+                      scan's work buffers; what grows with the sequence length
+        peak_bytes    XLA's `peak_memory_in_bytes`, where the backend reports one; on CPU
+                      (jax 0.10) it follows the arguments and outputs and leaves the
+                      temporaries out (80 MiB for a minGRU training step at b 8, t 8192,
+                      h 256 whose temporaries are 528 MiB), so compare `temp_bytes`
+
+    Empty where the backend reports nothing."""
     try:
         stats = compiled.memory_analysis()
-        return int(
-            stats.argument_size_in_bytes
-            + stats.output_size_in_bytes
-            + stats.temp_size_in_bytes
-            - stats.alias_size_in_bytes
-        )
+        memory = {
+            "memory_bytes": int(
+                stats.argument_size_in_bytes
+                + stats.output_size_in_bytes
+                + stats.temp_size_in_bytes
+                - stats.alias_size_in_bytes
+            ),
+            "temp_bytes": int(stats.temp_size_in_bytes),
+        }
     except Exception:  # noqa: BLE001 - not every backend reports it
-        return None
+        return {}
+    peak = getattr(stats, "peak_memory_in_bytes", None)
+    if peak:
+        memory["peak_bytes"] = int(peak)
+    return memory
 
 
 def rnnlab_model(config: Config, vjp: str = "custom", **options: Any) -> tuple[Any, Any]:
@@ -357,8 +433,8 @@ def build_rnnlab(config: Config, mode: str, vjp: str = "custom", **options: Any)
     return _jax_step(apply, params, config, mode)
 
 
-def _build_cudnn(config: Config, mode: str) -> Built | None:
-    """rnnlab with `backend="cudnn"`: where cuDNN runs the cell (plain LSTM, CUDA), else None."""
+def _build_cudnn(config: Config, mode: str) -> Built | Skipped:
+    """rnnlab with `backend="cudnn"`: where cuDNN runs the cell (plain LSTM, CUDA)."""
     import jax.numpy as jnp
 
     from rnnlab.kernels import cudnn
@@ -373,17 +449,18 @@ def _build_cudnn(config: Config, mode: str) -> Built | None:
         input_projection="hoisted",
     )
     if reason is not None:
-        return None
+        return Skipped(reason)
     return build_rnnlab(config, mode, backend="cudnn")
 
 
-def _build_associative(config: Config, mode: str) -> Built | None:
+def _build_associative(config: Config, mode: str) -> Built | Skipped:
     """rnnlab with `backend="associative"`: for a linear recurrence (a cell declaring
-    `linear_recurrence`), else None."""
-    from rnnlab.cells.base import declared
+    `linear_recurrence`; the backend's own check gives the reason otherwise)."""
+    from rnnlab.recurrence import associative
 
-    if not declared(config.make_cell(), "linear_recurrence"):
-        return None
+    reason = associative.unsupported(config.make_cell(), traced=False)
+    if reason is not None:
+        return Skipped(reason)
     return build_rnnlab(config, mode, backend="associative")
 
 
@@ -423,11 +500,11 @@ def flax_model(config: Config) -> tuple[Any, Any] | None:
     return module, module.init(jax.random.PRNGKey(0), xs)
 
 
-def build_flax(config: Config, mode: str) -> Built | None:
-    """`flax_model` timed (None when the cell has no Flax equivalent)."""
+def build_flax(config: Config, mode: str) -> Built | Skipped:
+    """`flax_model` timed (skipped when the cell has no Flax equivalent)."""
     made = flax_model(config)
     if made is None:
-        return None
+        return Skipped(f"{type(config.make_cell()).__name__} declares no flax_cell")
     module, params = made
     return _jax_step(module.apply, params, config, mode)
 
@@ -454,23 +531,33 @@ def torch_model(config: Config, device: str = "cpu") -> Any:
     return module.to(device)
 
 
-def build_torch(config: Config, mode: str) -> Built | None:
+def build_torch(config: Config, mode: str) -> Built | Skipped:
     """`torch_model` (time-major, its native layout), eager, Adam for training; on CUDA (cuDNN)
-    when JAX runs on a GPU. None when the cell has no PyTorch equivalent."""
+    when JAX runs on a GPU. Skipped when the cell has no PyTorch equivalent."""
     import torch
 
     device = torch_device()
     module = torch_model(config, device)
     if module is None:
-        return None
+        return Skipped(f"{type(config.make_cell()).__name__} declares no torch_module")
     xs, target = (
         torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))).to(device) for a in _data(config)
     )
+    return _torch_step(lambda: module(xs)[0], module, target, mode, device)
+
+
+def _torch_step(
+    forward: Callable[[], Any], module: Any, target: Any, mode: str, device: str
+) -> Built:
+    """A train (MSE on all outputs, backward, Adam) or inference step of `forward() -> ys`, the
+    outputs of `module`; a training step reports the bytes autograd saves for its backward."""
+    import torch
+
     if mode == "infer":
 
         def run_infer() -> Any:
             with torch.no_grad():
-                ys = module(xs)[0]
+                ys = forward()
             _torch_sync(device)
             return ys
 
@@ -479,16 +566,147 @@ def build_torch(config: Config, mode: str) -> Built | None:
 
     def run_train() -> Any:
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.mean(torch.square(module(xs)[0] - target))
+        loss = torch.mean(torch.square(forward() - target))
         loss.backward()
         optimizer.step()
         _torch_sync(device)
         return loss
 
-    return Built(run_train)
+    return Built(run_train, memory={"temp_bytes": _saved_bytes(forward)})
 
 
-IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | None]]] = {
+def _saved_bytes(forward: Callable[[], Any]) -> int:
+    """Bytes of the distinct storages autograd saves for the backward pass of `forward()`: the
+    PyTorch counterpart of XLA's temporaries of a training step (what grows with the length)."""
+    import torch
+
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Any) -> Any:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward()
+    return sum(storages.values())
+
+
+# ----------------------------------------------------------------------------- minGRU in PyTorch
+
+
+@functools.cache
+def torch_mingru_class() -> type:
+    """`TorchMinGRU`, minGRU written in PyTorch from Feng et al. 2024 ("Were RNNs All We
+    Needed?", arXiv:2410.01201), Appendix B, in its two modes:
+
+        sequential:  z_t = sigma(W_z x_t + b_z),  h~_t = g(W_h x_t + b_h),
+                     h_t = (1 - z_t) * h_(t-1) + z_t * h~_t           (a Python loop over t)
+        log:         log z_t = -softplus(-k_t),  log(1 - z_t) = -softplus(k_t)  (k = W_z x + b_z),
+                     log h~_t = log_g(W_h x_t + b_h), and all h_t at once by Heinsen's (2023,
+                     "Efficient Parallelization of a Ubiquitous Sequential Computation") log-space
+                     scan: a* = cumsum(log(1 - z)), h = exp(a* + logcumsumexp(log b - a*))
+
+    with the paper's `g(x) = x + 0.5` for x >= 0, `sigmoid(x)` below, and `log_g` its log. The
+    input projections of the sequential mode are taken over all steps at once (the same
+    products as the paper's per-step `linear_z(x_t)`, hoisted as rnnlab and torch.nn.GRU do), so
+    the loop holds the recurrence alone. Batch-first `[b, t, d]` as in the paper; `h_0`
+    `[b, 1, h]` (zeros when omitted; the log mode takes `log h_0`, so `h_0 >= 0`). Written
+    here, not copied from the authors' code."""
+    import torch
+    import torch.nn.functional as F
+
+    def g(x: Any) -> Any:
+        return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+    def log_g(x: Any) -> Any:
+        return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+
+    def parallel_scan_log(log_coeffs: Any, log_values: Any) -> Any:
+        """`h_1..h_t` of `h_t = a_t h_(t-1) + b_t` from `log a: [b, t, h]` and
+        `[log h_0, log b_1..log b_t]: [b, t + 1, h]`."""
+        a_star = F.pad(torch.cumsum(log_coeffs, dim=1), (0, 0, 1, 0))
+        log_h0_plus_b_star = torch.logcumsumexp(log_values - a_star, dim=1)
+        return torch.exp(a_star + log_h0_plus_b_star)[:, 1:]
+
+    class TorchMinGRU(torch.nn.Module):
+        def __init__(self, input_size: int, hidden_size: int) -> None:
+            super().__init__()
+            self.linear_z = torch.nn.Linear(input_size, hidden_size)
+            self.linear_h = torch.nn.Linear(input_size, hidden_size)
+
+        def forward(self, x: Any, h_0: Any = None, scan: str = "sequential") -> Any:
+            """`[b, t, h]` hidden states for `x: [b, t, d]`."""
+            if h_0 is None:
+                h_0 = x.new_zeros(x.shape[0], 1, self.linear_z.out_features)
+            if scan == "log":
+                k = self.linear_z(x)
+                log_z = -F.softplus(-k)
+                log_coeffs = -F.softplus(k)
+                log_tilde_h = log_g(self.linear_h(x))
+                log_values = torch.cat([torch.log(h_0), log_z + log_tilde_h], dim=1)
+                return parallel_scan_log(log_coeffs, log_values)
+            # unbind, not z[:, t]: one backward node for all steps (a slice's backward writes
+            # a gradient the size of all of z, which makes the loop's backward O(t^2))
+            zs = torch.sigmoid(self.linear_z(x)).unbind(dim=1)
+            h_tildes = g(self.linear_h(x)).unbind(dim=1)
+            h = h_0[:, 0]
+            hs = []
+            for z, h_tilde in zip(zs, h_tildes, strict=True):
+                h = (1 - z) * h + z * h_tilde
+                hs.append(h)
+            return torch.stack(hs, dim=1)
+
+    return TorchMinGRU
+
+
+def torch_mingru_unsupported(config: Config, scan: str) -> str | None:
+    """Why the PyTorch minGRU reference cannot stand for rnnlab at `config`, or None."""
+    from rnnlab.cells.minimal import MinGRUCell
+
+    cell = config.make_cell()
+    if type(cell) is not MinGRUCell:
+        return f"the PyTorch minGRU reference computes minGRU, not {type(cell).__name__}"
+    if config.layers != 1 or config.directions != 1:
+        return "the PyTorch minGRU reference is one unidirectional layer"
+    if scan == "log" and not cell.positive_candidate:
+        return "the log-space scan needs a positive candidate (positive_candidate=True)"
+    return None
+
+
+def torch_mingru_model(config: Config, device: str) -> Any:
+    """The seeded `TorchMinGRU` of `config` on `device`."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch_mingru_class()(config.input, config.hidden).to(device)
+
+
+def mingru_params_from_torch(module: Any) -> dict[str, np.ndarray]:
+    """A `MinGRUCell`'s params (`w_ih: [2h, d]`, `b: [2h]`, gate order z, h~) from a
+    `TorchMinGRU`."""
+    z, h = module.linear_z, module.linear_h
+    return {
+        "w_ih": np.concatenate([z.weight.detach().cpu().numpy(), h.weight.detach().cpu().numpy()]),
+        "b": np.concatenate([z.bias.detach().cpu().numpy(), h.bias.detach().cpu().numpy()]),
+    }
+
+
+def build_torch_mingru(config: Config, mode: str, scan: str) -> Built | Skipped:
+    """`TorchMinGRU` with `scan` ("sequential" or "log"), eager, batch-first, timed like
+    `build_torch`; skipped for any cell but minGRU."""
+    import torch
+
+    reason = torch_mingru_unsupported(config, scan)
+    if reason is not None:
+        return Skipped(reason)
+    device = torch_device()
+    module = torch_mingru_model(config, device)
+    xs, target = (torch.from_numpy(a).to(device) for a in _data(config))
+    return _torch_step(lambda: module(xs, scan=scan), module, target, mode, device)
+
+
+IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Skipped]]] = {
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
     "rnnlab-cudnn": (None, _build_cudnn),
@@ -497,11 +715,20 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Non
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
     "torch": ("torch", build_torch),
+    **{
+        name: ("torch", functools.partial(build_torch_mingru, scan=scan))
+        for name, scan in TORCH_MINGRU.items()
+    },
 }
-"""name -> (optional framework it needs, builder; a builder returns None for a config it lacks,
-e.g. cuDNN for GRU, torch and flax for a cell that declares no equivalent there)."""
+"""name -> (optional framework it needs, builder; a builder returns `Skipped(reason)` for a
+config it cannot run, e.g. cuDNN for GRU, torch and flax for a cell that declares no equivalent
+there, the associative scan for a cell that is not a linear recurrence)."""
 
-REFERENCES = ("torch", "flax")
+REFERENCES = ("torch", "flax", *TORCH_MINGRU)
+"""What `agreement` compares rnnlab with."""
+
+RATIO_BASES = ("torch", "flax", "rnnlab-xla")
+"""Every row's tokens/s is also given as a ratio to each of these (`vs_<name>`) in its group."""
 
 
 def agreement(config: Config, references: Sequence[str] = REFERENCES) -> dict[str, float]:
@@ -509,6 +736,7 @@ def agreement(config: Config, references: Sequence[str] = REFERENCES) -> dict[st
     models the benchmark times) and rnnlab's (`rnnlab_model`, `backend="auto"`) with the
     reference's weights copied in through `rnnlab.interop`, on the benchmark's inputs for
     `config`. References whose framework is missing or that have no such cell are left out.
+    The PyTorch minGRU reference (`TorchMinGRU`) is compared in both its modes.
 
     Flax's zero biases are perturbed first (all its params + 0.1), so the bias mapping counts."""
     import jax
@@ -548,16 +776,38 @@ def agreement(config: Config, references: Sequence[str] = REFERENCES) -> dict[st
                 cell, module.state_dict(), config.layers, bidirectional
             )
             found["torch"] = float(np.max(np.abs(np.asarray(apply(layers, xs)) - expected)))
+    for name, scan in TORCH_MINGRU.items():
+        if name in references and _framework_present("torch"):
+            if torch_mingru_unsupported(config, scan) is None:
+                import torch
+
+                module = torch_mingru_model(config, "cpu")
+                with torch.no_grad():
+                    expected = module(torch.from_numpy(xs), scan=scan).numpy()
+                layers = [mingru_params_from_torch(module)]
+                found[name] = float(np.max(np.abs(np.asarray(apply(layers, xs)) - expected)))
     return found
 
 
 # ----------------------------------------------------------------------------- timing
 
 
+SETTLE_S = 0.05
+"""Untimed pause before each timed step. Worker threads spin for a while after a parallel
+region before they sleep (PyTorch's libgomp, XLA's pool), and on a 2-core machine they take a
+core from the step timed next: back to back, the PyTorch minGRU's training step at b 8, t 64 ran
+at 1-2k tokens/s after rnnlab's, and at 47-63k with a 10-50 ms pause."""
+
+
 def time_round_robin(
-    built: dict[str, Built], repeats: int, warmup: int, min_seconds: float = 0.0
+    built: dict[str, Built],
+    repeats: int,
+    warmup: int,
+    min_seconds: float = 0.0,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, list[float]]:
-    """Seconds per step of each implementation, interleaved: one step of each per round.
+    """Seconds per step of each implementation, interleaved: one step of each per round, each
+    after an untimed `settle_s` pause (`SETTLE_S`).
 
     Rounds go on past `repeats` until every implementation has run `min_seconds` in total."""
     for item in built.values():
@@ -567,6 +817,8 @@ def time_round_robin(
     rounds = 0
     while rounds < repeats or min(sum(v) for v in times.values()) < min_seconds:
         for name, item in built.items():
+            if settle_s:
+                time.sleep(settle_s)
             start = time.perf_counter()
             item.run()
             times[name].append(time.perf_counter() - start)
@@ -584,26 +836,31 @@ def benchmark(
     warmup: int = 2,
     min_seconds: float = 0.0,
     peak_size: int = 2048,
+    settle_s: float = SETTLE_S,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """Run the grid; returns a JSON-serialisable dict with machine info and one row per
-    (config, mode, implementation)."""
+    """Run the grid; returns a JSON-serialisable dict with machine info, one row per
+    (config, mode, implementation) timed, and under `skipped` one entry per (config,
+    implementation) that could not run it, with the reason."""
     cores = pin_threads()
     load_before = _load()
     present = [name for name in implementations if _framework_present(IMPLEMENTATIONS[name][0])]
     peaks = matmul_peak(peak_size)
     peak = max(peaks.values())
-    rows = []
+    rows: list[dict[str, Any]] = []
+    skipped: dict[tuple[str, str], str] = {}
     for config in configs:
         for mode in modes:
             built = {}
             for name in present:
                 step = IMPLEMENTATIONS[name][1](config, mode)
-                if step is not None:  # None: this implementation has no such config
+                if isinstance(step, Skipped):
+                    skipped.setdefault((config.name, name), step.reason)
+                else:
                     built[name] = step
             if not built:
                 continue
-            times = time_round_robin(built, repeats, warmup, min_seconds)
+            times = time_round_robin(built, repeats, warmup, min_seconds, settle_s)
             for name, seconds in times.items():
                 median = statistics.median(seconds)
                 rows.append(
@@ -621,7 +878,9 @@ def benchmark(
                         "gflops": config.flops(mode) / median / 1e9,
                         "peak_fraction": config.flops(mode) / median / 1e9 / peak,
                         "compile_s": built[name].compile_s,
-                        "memory_bytes": built[name].memory_bytes,
+                        "memory_bytes": built[name].memory.get("memory_bytes"),
+                        "temp_bytes": built[name].memory.get("temp_bytes"),
+                        "peak_bytes": built[name].memory.get("peak_bytes"),
                     }
                 )
             _add_ratios(rows, config.name, mode)
@@ -634,15 +893,60 @@ def benchmark(
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cores": cores,
+            "cpu": cpu_summary(),
             "devices": devices(),
             "matmul_peak_gflops": peaks,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average": {"before": load_before, "after": _load()},
             "versions": _versions(),
         },
-        "settings": {"repeats": repeats, "warmup": warmup, "min_seconds": min_seconds},
+        "settings": {
+            "repeats": repeats,
+            "warmup": warmup,
+            "min_seconds": min_seconds,
+            "settle_s": settle_s,
+        },
         "rows": rows,
+        "skipped": [
+            {"name": name, "impl": impl, "reason": reason}
+            for (name, impl), reason in skipped.items()
+        ],
     }
+
+
+LSCPU_FIELDS = (
+    "Model name",
+    "CPU(s)",
+    "Thread(s) per core",
+    "Core(s) per socket",
+    "Socket(s)",
+    "L2 cache",
+    "L3 cache",
+    "Hypervisor vendor",
+)
+"""What `cpu_summary` keeps of `lscpu`: the processor, how many cores, caches, a VM or not."""
+
+
+def cpu_summary() -> dict[str, str]:
+    """The `LSCPU_FIELDS` of `lscpu` (Linux), plus whether the CPU has AVX-512; on a machine
+    without `lscpu`, `platform.processor()` as the model name."""
+    import subprocess
+
+    try:
+        text = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"Model name": platform.processor() or platform.machine()}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    summary = {key: fields[key] for key in LSCPU_FIELDS if key in fields}
+    if "Flags" in fields:
+        summary["AVX-512"] = "yes" if "avx512f" in fields["Flags"].split() else "no"
+    return summary
 
 
 def _load() -> list[float] | None:
@@ -668,7 +972,7 @@ def _add_ratios(rows: list[dict[str, Any]], name: str, mode: str) -> None:
     group = [r for r in rows if r["name"] == name and r["mode"] == mode]
     by_impl = {r["impl"]: r for r in group}
     for row in group:
-        for ref in REFERENCES:
+        for ref in RATIO_BASES:
             if ref in by_impl:
                 row[f"vs_{ref}"] = row["tokens_per_s"] / by_impl[ref]["tokens_per_s"]
 
@@ -677,7 +981,12 @@ def _one_line(rows: list[dict[str, Any]], name: str, mode: str) -> str:
     parts = [f"{name:<28} {mode:<5}"]
     for row in rows:
         if row["name"] == name and row["mode"] == mode:
-            ratio = f" ({row['vs_torch']:.2f}x torch)" if "vs_torch" in row else ""
+            ratios = [
+                f"{row[f'vs_{ref}']:.2f}x {ref}"
+                for ref in RATIO_BASES
+                if ref != row["impl"] and f"vs_{ref}" in row
+            ]
+            ratio = f" ({', '.join(ratios)})" if ratios else ""
             parts.append(f"{row['impl']}={row['tokens_per_s'] / 1e3:.1f}k{ratio}")
     return "  ".join(parts)
 
@@ -695,32 +1004,161 @@ def _versions() -> dict[str, str]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """A Markdown report: machine header and one table row per (config, mode, implementation)."""
+    """A Markdown report: machine header, one table row per (config, mode, implementation),
+    what was not timed and why, and (`scan_table`) the associative vs sequential scan summary
+    where both were timed."""
     machine = result["machine"]
+    rows = result["rows"]
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["matmul_peak_gflops"].items())
     lines = [
         f"Machine: {machine['platform']}, {machine['cores']} cores, "
         f"load average {machine.get('load_average')}; "
         f"2048^3 matmul peak GFLOP/s: {peaks}; XLA_FLAGS={machine['xla_flags']!r}",
+    ]
+    if machine.get("cpu"):
+        lines.append("CPU (lscpu): " + "; ".join(f"{k}: {v}" for k, v in machine["cpu"].items()))
+    ratios = [ref for ref in RATIO_BASES if any(f"vs_{ref}" in row for row in rows)]
+    lines += [
         f"Devices: {machine.get('devices')}",
         f"Versions: {machine['versions']}",
         f"Settings: {result['settings']}",
         "",
-        "| config | mode | impl | tok/s | vs torch | vs flax | spread (IQR/median) "
-        "| GFLOP/s | % peak | compile s | memory MiB |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| config | mode | impl | tok/s | "
+        + "".join(f"vs {ref} | " for ref in ratios)
+        + "spread (IQR/median) | GFLOP/s | % peak | compile s | memory MiB | temp MiB |",
+        "| --- | --- | --- | ---: |" + " ---: |" * (len(ratios) + 6),
     ]
-    for row in result["rows"]:
+    for row in rows:
         lines.append(
             f"| {row['name']} | {row['mode']} | {row['impl']} "
             f"| {row['tokens_per_s'] / 1e3:.1f}k "
-            f"| {_fmt(row.get('vs_torch'), '{:.2f}x')} | {_fmt(row.get('vs_flax'), '{:.2f}x')} "
-            f"| {100 * row['iqr_s'] / row['median_s']:.0f}% "
+            + "".join(f"| {_fmt(row.get(f'vs_{ref}'), '{:.2f}x')} " for ref in ratios)
+            + f"| {100 * row['iqr_s'] / row['median_s']:.0f}% "
             f"| {row['gflops']:.1f} | {100 * row['peak_fraction']:.0f}% "
             f"| {_fmt(row['compile_s'], '{:.2f}')} "
-            f"| {_fmt(row['memory_bytes'] and row['memory_bytes'] / 2**20, '{:.1f}')} |"
+            f"| {_mib(row.get('memory_bytes'))} | {_mib(row.get('temp_bytes'))} |"
         )
+    lines += [
+        "",
+        "memory MiB: XLA's arguments + outputs + temporaries of the compiled step, less donated "
+        "buffers; temp MiB: its temporaries alone (for a PyTorch training step: the tensors "
+        "autograd saved for the backward pass).",
+    ]
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for item in result.get("skipped", []):
+        skipped.setdefault((item["impl"], item["reason"]), []).append(item["name"])
+    if skipped:
+        lines += ["", "Not timed:", ""]
+        lines += [
+            f"- {impl} for {', '.join(names)}: {reason}"
+            for (impl, reason), names in skipped.items()
+        ]
+    scan = scan_table(result)
+    if scan:
+        lines += ["", "Associative vs sequential scan:", "", scan]
     return "\n".join(lines) + "\n"
+
+
+def _mib(value: int | None) -> str:
+    return _fmt(value and value / 2**20, "{:.1f}")
+
+
+SCAN_COLUMNS = {
+    "rnnlab-xla": "sequential",
+    "rnnlab-associative": "associative",
+    "torch-mingru-seq": "torch sequential",
+    "torch-mingru-log": "torch log-space",
+}
+"""The implementations `scan_table` sets side by side, and their column titles."""
+
+
+def scan_frame(result: dict[str, Any]) -> Any:
+    """`result`'s rows of `SCAN_COLUMNS` implementations as a DataFrame, one row per
+    (config, mode), a `tok/s <title>` and `temp <title>` column per implementation, and
+    `ratio` = associative / sequential tokens/s; None unless both scans were timed."""
+    import pandas as pd
+
+    rows = [r for r in result["rows"] if r["impl"] in SCAN_COLUMNS]
+    if not {"rnnlab-xla", "rnnlab-associative"} <= {r["impl"] for r in rows}:
+        return None
+    frame = pd.DataFrame(
+        {
+            "name": r["name"],
+            "shape": r["name"].replace(f" t{r['config']['time']} ", " "),
+            "time": r["config"]["time"],
+            "mode": r["mode"],
+            "impl": SCAN_COLUMNS[r["impl"]],
+            "tok/s": r["tokens_per_s"],
+            "temp": r.get("temp_bytes"),
+        }
+        for r in rows
+    )
+    wide = frame.pivot_table(
+        index=["shape", "name", "time", "mode"],
+        columns="impl",
+        values=["tok/s", "temp"],
+        aggfunc="first",
+        dropna=False,
+    )
+    wide.columns = [f"{value} {impl}" for value, impl in wide.columns]
+    wide = wide.reset_index().sort_values(
+        ["shape", "mode", "time"],
+        key=lambda column: column.map(MODES.index) if column.name == "mode" else column,
+        kind="stable",
+    )
+    wide["ratio"] = wide["tok/s associative"] / wide["tok/s sequential"]
+    return wide.dropna(subset=["ratio"]).reset_index(drop=True)
+
+
+def scan_crossover(result: dict[str, Any]) -> dict[tuple[str, str], int | None]:
+    """For each (shape, mode) of `scan_frame` (shape: the config's name less its length, e.g.
+    "mingru b8 d64 h256"): the shortest sequence length from which the
+    associative scan was faster than the sequential one at every longer length measured, or
+    None where it was not faster at the longest (the measurement `backend="auto"` could pick
+    by)."""
+    frame = scan_frame(result)
+    found: dict[tuple[str, str], int | None] = {}
+    if frame is None:
+        return found
+    for (shape, mode), group in frame.groupby(["shape", "mode"], sort=False):
+        wins = group.sort_values("time")
+        since = None
+        for time_, ratio in zip(wins["time"], wins["ratio"], strict=True):
+            since = (since or int(time_)) if ratio > 1.0 else None
+        found[(shape, mode)] = since
+    return found
+
+
+def scan_table(result: dict[str, Any]) -> str:
+    """The associative vs sequential scan summary: tokens/s of each, their ratio, the PyTorch
+    minGRU reference's tokens/s where timed, and temporaries (XLA's; autograd's saved tensors
+    for PyTorch training), then `scan_crossover`; empty unless both scans were timed."""
+    frame = scan_frame(result)
+    if frame is None:
+        return ""
+    present = [t for t in SCAN_COLUMNS.values() if f"tok/s {t}" in frame]
+    lines = [
+        "| config | mode | "
+        + "".join(f"{t} tok/s | " for t in present)
+        + "associative / sequential | "
+        + " | ".join(f"{t} temp MiB" for t in present)
+        + " |",
+        "| --- | --- |" + " ---: |" * (2 * len(present) + 1),
+    ]
+    for _, row in frame.iterrows():
+        speeds = "".join(f"| {_fmt(row[f'tok/s {t}'] / 1e3, '{:.1f}k')} " for t in present)
+        temps = "".join(f"| {_mib(_int(row.get(f'temp {t}')))} " for t in present)
+        lines.append(f"| {row['name']} | {row['mode']} {speeds}| {row['ratio']:.2f}x {temps}|")
+    lines += ["", "The associative scan is faster (ratio > 1) from this length on:", ""]
+    lines += [
+        f"- {shape}, {mode}: {'never, up to the longest measured' if t is None else f't >= {t}'}"
+        for (shape, mode), t in scan_crossover(result).items()
+    ]
+    return "\n".join(lines)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or value != value else int(value)
 
 
 def _fmt(value: float | None, pattern: str) -> str:
@@ -804,6 +1242,15 @@ def _grid_arg(text: str) -> list[Config]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--configs ")) from None
 
 
+def _lengths_arg(text: str) -> list[int]:
+    """`--lengths`: comma-separated sequence lengths, each >= 1."""
+    parse = argcheck.int_at_least(1)
+    lengths = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    if not lengths:
+        raise argparse.ArgumentTypeError("give at least one sequence length, e.g. 64,256")
+    return lengths
+
+
 def _stem_arg(text: str) -> str:
     if not text or any(sep and sep in text for sep in (os.sep, os.altsep)):
         raise argparse.ArgumentTypeError(
@@ -815,7 +1262,16 @@ def _stem_arg(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The `rnnlab-benchmark` command line (every value is checked as it is parsed)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", choices=("default", "tiny", "scaling"), default="default")
+    parser.add_argument(
+        "--grid",
+        choices=("default", "tiny", "scaling", "scan"),
+        default="default",
+        help="scan: associative vs sequential scan of the linear-recurrence cells (conf/cell/ "
+        "cells declaring linear_recurrence) at --lengths, b,d,h = "
+        + ",".join(map(str, SCAN_SHAPE))
+        + ", with "
+        + ",".join(SCAN_IMPLS),
+    )
     parser.add_argument("--scaling", action="store_true", help="same as --grid scaling")
     parser.add_argument(
         "--configs",
@@ -831,8 +1287,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cells",
         type=_cells_arg,
-        default="lstm,gru",
-        help="cells of the default/scaling grid (conf/cell/<name>.yaml)",
+        help="cells of the default/scaling/scan grid (conf/cell/<name>.yaml; default: lstm,gru, "
+        "and for the scan grid the cells declaring linear_recurrence)",
+    )
+    parser.add_argument(
+        "--lengths",
+        type=_lengths_arg,
+        default=",".join(map(str, SCAN_LENGTHS)),
+        help="sequence lengths of the scan grid",
     )
     parser.add_argument(
         "--variants",
@@ -850,6 +1312,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=argcheck.int_at_least(1), default=10)
     parser.add_argument("--warmup", type=argcheck.int_at_least(0), default=2)
     parser.add_argument("--min-seconds", type=argcheck.float_at_least(0.0), default=0.0)
+    parser.add_argument(
+        "--settle-ms",
+        type=argcheck.float_at_least(0.0),
+        default=SETTLE_S * 1e3,
+        help="untimed pause before each timed step, so one framework's spinning threads do not "
+        "slow the next one's step",
+    )
     parser.add_argument("--out", type=argcheck.output_dir, default="benchmark_results")
     parser.add_argument(
         "--stem", type=_stem_arg, default=None, help="output file stem (default: the grid name)"
@@ -872,7 +1341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    impls = args.impls or list(IMPLEMENTATIONS)
+    grid = "scaling" if args.scaling else args.grid
+    scan = grid == "scan" and not args.configs
+    impls = args.impls or list(SCAN_IMPLS if scan else IMPLEMENTATIONS)
     missing: dict[str, list[str]] = {}
     for name in impls:
         framework = IMPLEMENTATIONS[name][0]
@@ -885,21 +1356,24 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--impls {','.join(names)} needs {framework}, which is not installed: "
                 f"{install}, or leave {','.join(names)} out of --impls"
             )
-        print(
-            f"{PROG}: note: {framework} is not installed, so {','.join(names)} is skipped "
-            f"({install} to include it)",
-            file=sys.stderr,
-        )
+        for name in names:
+            print(
+                f"{PROG}: note: {framework} is not installed, so {name} is skipped "
+                f"({install} to include it)",
+                file=sys.stderr,
+            )
 
-    grid = "scaling" if args.scaling else args.grid
+    cells = args.cells or ["lstm", "gru"]
     if args.configs:
         configs, grid = args.configs, "custom"
     elif grid == "tiny":
         configs = tiny_grid()
     elif grid == "scaling":
-        configs = [c for cell in args.cells for c in scaling_grid(cell)]
+        configs = [c for cell in cells for c in scaling_grid(cell)]
+    elif grid == "scan":
+        configs = scan_grid(args.cells, args.lengths)
     else:
-        configs = default_grid(args.cells, args.variants)
+        configs = default_grid(cells, args.variants)
     stem = args.stem or grid
     for ext in ("json", "md"):
         path = args.out / f"{stem}.{ext}"
@@ -915,6 +1389,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         min_seconds=args.min_seconds,
+        settle_s=args.settle_ms / 1e3,
         peak_size=args.peak_size,
     )
     result["command"] = " ".join(["rnnlab-benchmark", *argv])

@@ -4,6 +4,9 @@
                                                    # benchmark_results/
     python scripts/benchmark.py --grid tiny        # seconds, for a smoke test
     python scripts/benchmark.py --scaling          # step time vs sequence length and batch
+    python scripts/benchmark.py --grid scan        # associative vs sequential scan of the
+                                                   # linear recurrences, t = 64..8192, with a
+                                                   # PyTorch minGRU (sequential and log-space)
 
 Installed, the same is `rnnlab-benchmark`.
 """
