@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ett mr char adding copy adding400. Logs: logs/<study>.log. Then:
+# Studies: ptb ett mr char adding copy adding400 recurrences. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ run() {  # run <study> <rnnlab-train args...>
 }
 
 studies=("$@")
-[ ${#studies[@]} -eq 0 ] && studies=(ptb ett mr char adding copy adding400)
+[ ${#studies[@]} -eq 0 ] && studies=(ptb ett mr char adding copy adding400 recurrences)
 for study in "${studies[@]}"; do
   case $study in
     ptb) run ptb experiment=ptb_zaremba_small ;;
@@ -32,6 +32,8 @@ for study in "${studies[@]}"; do
     # ~200k at T = 500): 2000 steps left it at the baseline.
     adding400) run adding400 -m experiment=adding_long_lags model=lstm task.length=400 \
       trainer.steps=6000 hydra.sweep.dir=multirun/adding_long_lags/lstm_t400_6000steps ;;
-    *) echo "unknown study $study (ptb ett mr char adding copy adding400)"; exit 2 ;;
+    # Eight recurrences at matched parameter counts on six generated tasks, two jobs at a time.
+    recurrences) run recurrences -m experiment=study_recurrences hydra/launcher=local_parallel ;;
+    *) echo "unknown study $study (ptb ett mr char adding copy adding400 recurrences)"; exit 2 ;;
   esac
 done
