@@ -464,6 +464,16 @@ def _build_associative(config: Config, mode: str) -> Built | Skipped:
     return build_rnnlab(config, mode, backend="associative")
 
 
+def _build_chunkwise(config: Config, mode: str) -> Built | Skipped:
+    """rnnlab with `backend="chunkwise"`: for a cell declaring a chunkwise form (mLSTM)."""
+    from rnnlab.cells.base import declared
+
+    cell = config.make_cell()
+    if declared(cell, "chunkwise") is None:
+        return Skipped(f"{type(cell).__name__} has no chunkwise form")
+    return build_rnnlab(config, mode, backend="chunkwise")
+
+
 def flax_model(config: Config) -> tuple[Any, Any] | None:
     """`(module, variables)`: `flax.linen.RNN` over the Flax cell the rnnlab cell declares
     (`flax_cell`: `OptimizedLSTMCell`, `GRUCell`, `SimpleCell`, ...), `Bidirectional` and
@@ -711,6 +721,7 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Ski
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
     "rnnlab-cudnn": (None, _build_cudnn),
     "rnnlab-associative": (None, _build_associative),
+    "rnnlab-chunkwise": (None, _build_chunkwise),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),

@@ -275,3 +275,16 @@ def test_scan_crossover_is_the_length_from_which_the_associative_scan_wins():
     assert "| mingru b8 t256 d64 h256 | train | 2.0k | 3.0k | 1.50x |" in table
     assert f"- {shape}, infer: never" in table and f"- {shape}, train: t >= 4096" in table
     assert bench.scan_table({"rows": [r for r in rows if r["impl"] == "rnnlab-xla"]}) == ""
+
+
+def test_the_chunkwise_form_is_timed_for_mlstm_and_skipped_with_a_reason_elsewhere() -> None:
+    """`rnnlab-chunkwise` builds mLSTM on its chunkwise form (equal to the sequential scan's
+    outputs) and names why an LSTM has none."""
+    lstm, mlstm = bench.parse_grid("lstm:2,5,3,8;mlstm:2,5,3,8")
+    skipped = bench.IMPLEMENTATIONS["rnnlab-chunkwise"][1](lstm, "infer")
+    assert isinstance(skipped, bench.Skipped) and "LSTMCell has no chunkwise form" in skipped.reason
+    apply, params = bench.rnnlab_model(mlstm, backend="chunkwise")
+    reference, _ = bench.rnnlab_model(mlstm, backend="xla")
+    xs, _ = bench._data(mlstm)
+    np.testing.assert_allclose(apply(params, xs), reference(params, xs), rtol=2e-5, atol=2e-6)
+    assert isinstance(bench.IMPLEMENTATIONS["rnnlab-chunkwise"][1](mlstm, "train"), bench.Built)
