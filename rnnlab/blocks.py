@@ -86,6 +86,7 @@ import jax.numpy as jnp
 from rnnlab import recurrence
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell, along_last
+from rnnlab.cells.base import layer_norm as cell_layer_norm
 from rnnlab.cells.mlstm import MLSTMCell
 from rnnlab.cells.rglru import RGLRUCell
 from rnnlab.cells.slstm import SLSTMCell
@@ -115,18 +116,15 @@ def rms_norm(x: Array, scale: Array, eps: float = 1e-6) -> Array:
 
 def layer_norm(x: Array, weight: Array, eps: float = 1e-5) -> Array:
     """xLSTM's LayerNorm: no bias, weight stored as an offset from 1."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * along_last(1.0 + weight, x)
+    return cell_layer_norm(x, 1.0 + weight, eps=eps)
 
 
 def head_norm(x: Array, weight: Array, heads: int, eps: float = 1e-5) -> Array:
     """xLSTM's MultiHeadLayerNorm (a group norm): `x: [..., h]` normalised within each of
     `heads` groups of `h / heads` units, then times `1 + weight` (`[h]`)."""
     grouped = x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
-    mean = jnp.mean(grouped, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(grouped - mean), axis=-1, keepdims=True)
-    normed = ((grouped - mean) * jax.lax.rsqrt(var + eps)).reshape(x.shape)
+    ones = jnp.ones((grouped.shape[-1],), x.dtype)
+    normed = cell_layer_norm(grouped, ones, eps=eps).reshape(x.shape)
     return normed * along_last(1.0 + weight, x)
 
 
