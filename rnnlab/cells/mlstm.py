@@ -226,7 +226,7 @@ def _chunkwise(
     `i~ = -inf`) and zeroes the outputs; the final `h` is each sequence's last valid one.
     """
     batch, time = xs.shape[:2]
-    size = cell.chunk_size
+    size = max(1, min(cell.chunk_size, time))  # a shorter sequence is one chunk, unpadded
     chunks = -(-time // size)
     pad = chunks * size - time
     q, k, v, o_tilde, i_tilde, f_tilde = cell.split(cell.project_inputs(params, xs))

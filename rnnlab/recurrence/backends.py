@@ -194,12 +194,13 @@ BACKENDS: dict[str, Backend] = {
     ),
 }
 AUTO_ORDER = ("native", "chunkwise", "xla")
-"""What `backend="auto"` tries, in order. The chunkwise form (mLSTM) trained 1.4-1.9x faster
-than the sequential scan on a 2-core CPU, from 40 to 1024 steps (README "Linear recurrences").
+"""What `backend="auto"` tries, in order. The chunkwise form (mLSTM) trained 2.1-4.8x faster
+than the sequential scan on a 2-core CPU from 40 to 1024 steps, and inferred 1.0-1.7x as fast
+(README "Modern recurrences").
 It never picks cuDNN: on an H100 the scan trained 1.3-1.7x faster than cuDNN (and than torch's
 cuDNN LSTM) on the benchmark grid. Nor the associative scan: on a 2-core CPU the sequential scan
 ran minGRU/minLSTM 1.0-1.5x faster at every length from 64 to 8192 steps, training and
-inference, in half the memory (README "Linear recurrences"); where parallel depth pays (a GPU)
+inference, in half the memory (README "Modern recurrences"); where parallel depth pays (a GPU)
 choose `backend="associative"`."""
 
 
