@@ -18,6 +18,7 @@ import pytest
 
 from rnnlab import kernels, recurrence
 from rnnlab.cells import GRUCell, LSTMCell
+from rnnlab.cells.base import declared
 from tests.cell_configs import build_cell, cells_declaring, cells_lacking
 from tests.kernel_checks import weighted_loss
 
@@ -255,10 +256,11 @@ def test_auto_falls_back_and_native_explains():
         p = cell.init(jax.random.PRNGKey(0), D)
         reason = recurrence.native_unsupported(cell, p, xs, **kwargs)
         assert reason is not None
-        assert _backend("auto", cell, p, xs, **kwargs) == f"XLA scan: {reason}"
+        fallback = "chunkwise form" if declared(cell, "chunkwise") else "XLA scan"  # AUTO_ORDER
+        assert _backend("auto", cell, p, xs, **kwargs) == f"{fallback}: {reason}"
         with pytest.raises(ValueError, match='backend="native" is not possible'):
             _backend("native", cell, p, xs, **kwargs)
-        recurrence.run(cell, p, xs, **kwargs)  # auto: the scan
+        recurrence.run(cell, p, xs, **kwargs)  # auto: the chunkwise form or the scan
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
         xs64 = xs.astype(jnp.float64)
