@@ -1,7 +1,7 @@
 """The associative-scan backend: a linear recurrence `h_t = a_t * h_{t-1} + b_t` over the whole
 sequence in parallel (`jax.lax.associative_scan`, O(log t) depth), for cells that declare
 `linear_recurrence` (their coefficients come from the input alone: `rnnlab.cells.minimal`,
-`rnnlab.cells.rglru`).
+`rnnlab.cells.rglru`, `rnnlab.cells.lru`).
 
 Every option of a layer's step (`step.py`) keeps the recurrence linear, so each becomes a change
 of `(a_t, b_t)` before the scan (processing order, a reverse direction already reversed):
