@@ -453,25 +453,24 @@ def _build_cudnn(config: Config, mode: str) -> Built | Skipped:
     return build_rnnlab(config, mode, backend="cudnn")
 
 
-def _build_associative(config: Config, mode: str) -> Built | Skipped:
-    """rnnlab with `backend="associative"`: for a linear recurrence (a cell declaring
-    `linear_recurrence`; the backend's own check gives the reason otherwise)."""
-    from rnnlab.recurrence import associative
+def _build_parallel(config: Config, mode: str, backend: str) -> Built | Skipped:
+    """rnnlab with a backend only some cells have (`associative`: linear recurrences;
+    `log_space`: minGRU / minLSTM with the positive candidate; `chunkwise`: mLSTM), skipped
+    with the dispatch's own reason for any other cell."""
+    import jax
+    import jax.numpy as jnp
 
-    reason = associative.unsupported(config.make_cell(), traced=False)
-    if reason is not None:
-        return Skipped(reason)
-    return build_rnnlab(config, mode, backend="associative")
-
-
-def _build_chunkwise(config: Config, mode: str) -> Built | Skipped:
-    """rnnlab with `backend="chunkwise"`: for a cell declaring a chunkwise form (mLSTM)."""
-    from rnnlab.cells.base import declared
+    from rnnlab.recurrence import backends
+    from rnnlab.recurrence.step import StepAux
 
     cell = config.make_cell()
-    if declared(cell, "chunkwise") is None:
-        return Skipped(f"{type(cell).__name__} has no chunkwise form")
-    return build_rnnlab(config, mode, backend="chunkwise")
+    params = cell.init(jax.random.PRNGKey(0), config.input)
+    probe = jnp.zeros((1, 1, config.input), jnp.float32)
+    request = backends.Request(cell, params, probe, None, None, StepAux(), None)
+    reason = backends.BACKENDS[backend].unsupported(request)
+    if reason is not None:
+        return Skipped(reason)
+    return build_rnnlab(config, mode, backend=backend)
 
 
 def flax_model(config: Config) -> tuple[Any, Any] | None:
@@ -720,8 +719,13 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Ski
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
     "rnnlab-cudnn": (None, _build_cudnn),
-    "rnnlab-associative": (None, _build_associative),
-    "rnnlab-chunkwise": (None, _build_chunkwise),
+    **{
+        f"rnnlab-{backend.replace('_', '-')}": (
+            None,
+            functools.partial(_build_parallel, backend=backend),
+        )
+        for backend in ("associative", "log_space", "chunkwise")
+    },
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
@@ -1077,6 +1081,7 @@ def _mib(value: int | None) -> str:
 SCAN_COLUMNS = {
     "rnnlab-xla": "sequential",
     "rnnlab-associative": "associative",
+    "rnnlab-log-space": "log-space",
     "torch-mingru-seq": "torch sequential",
     "torch-mingru-log": "torch log-space",
 }

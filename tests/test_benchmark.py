@@ -277,14 +277,22 @@ def test_scan_crossover_is_the_length_from_which_the_associative_scan_wins():
     assert bench.scan_table({"rows": [r for r in rows if r["impl"] == "rnnlab-xla"]}) == ""
 
 
-def test_the_chunkwise_form_is_timed_for_mlstm_and_skipped_with_a_reason_elsewhere() -> None:
-    """`rnnlab-chunkwise` builds mLSTM on its chunkwise form (equal to the sequential scan's
-    outputs) and names why an LSTM has none."""
-    lstm, mlstm = bench.parse_grid("lstm:2,5,3,8;mlstm:2,5,3,8")
-    skipped = bench.IMPLEMENTATIONS["rnnlab-chunkwise"][1](lstm, "infer")
-    assert isinstance(skipped, bench.Skipped) and "LSTMCell has no chunkwise form" in skipped.reason
-    apply, params = bench.rnnlab_model(mlstm, backend="chunkwise")
-    reference, _ = bench.rnnlab_model(mlstm, backend="xla")
-    xs, _ = bench._data(mlstm)
+@pytest.mark.parametrize(
+    ("backend", "cell", "reason"),
+    [("chunkwise", "mlstm", "LSTMCell has no chunkwise form"),
+     ("log_space", "mingru", "LSTMCell has no log-space form")],
+)  # fmt: skip
+def test_a_cell_specific_form_is_timed_for_its_cells_and_skipped_with_a_reason_elsewhere(
+    backend: str, cell: str, reason: str
+) -> None:
+    """`rnnlab-chunkwise` (mLSTM) and `rnnlab-log-space` (minGRU) build the cell on that form
+    (equal to the sequential scan's outputs) and name why an LSTM has none."""
+    lstm, config = bench.parse_grid(f"lstm:2,5,3,8;{cell}:2,5,3,8")
+    build = bench.IMPLEMENTATIONS[f"rnnlab-{backend.replace('_', '-')}"][1]
+    skipped = build(lstm, "infer")
+    assert isinstance(skipped, bench.Skipped) and reason in skipped.reason
+    apply, params = bench.rnnlab_model(config, backend=backend)
+    reference, _ = bench.rnnlab_model(config, backend="xla")
+    xs, _ = bench._data(config)
     np.testing.assert_allclose(apply(params, xs), reference(params, xs), rtol=2e-5, atol=2e-6)
-    assert isinstance(bench.IMPLEMENTATIONS["rnnlab-chunkwise"][1](mlstm, "train"), bench.Built)
+    assert isinstance(build(config, "train"), bench.Built)

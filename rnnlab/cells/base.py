@@ -39,6 +39,12 @@ tests ask the cell.
                     carry itself (`[b, h]`), or complex (`complex_state = True`, the LRU):
                     `state(carry)` and `carry_of(h)` convert between the real carry and `h`.
 
+    log_space       True when `a_t, b_t > 0` always (a `linear_recurrence` whose
+                    `log_coefficients(params, projected)` gives `(log a, log b)`; a property,
+                    since it can hold for some settings only): the layer's
+                    `backend="log_space"` runs it as a scan in logs, as Feng et al. (2024)
+                    train minGRU / minLSTM.
+
     chunkwise       a method `(params, xs, carry0, valid) -> (final carry, ys: [b, t, o])`
                     computing the layer's recurrence chunk by chunk (parallel within a chunk:
                     mLSTM); the layer's `backend="chunkwise"` runs it.
@@ -128,7 +134,14 @@ def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array
     return projected + along_last(params["b"], projected) if bias else projected
 
 
-CAPABILITIES = ("native_kernel", "torch_module", "flax_cell", "linear_recurrence", "chunkwise")
+CAPABILITIES = (
+    "native_kernel",
+    "torch_module",
+    "flax_cell",
+    "linear_recurrence",
+    "log_space",
+    "chunkwise",
+)
 """The optional capability declarations a cell class may make (see the module docstring)."""
 
 

@@ -11,11 +11,13 @@ runs the same step sequentially (and is what generation uses). Both cells declar
 Reference: Leo Feng, Frederick Tung, Mohamed Osama Ahmed, Yoshua Bengio, Hossein Hajimirsadeghi,
 "Were RNNs All We Needed?", 2024 (arXiv:2410.01201), Section 3 and Appendix B.
 
-Where this differs from the paper's code, and why: the paper trains in log space (Heinsen 2023,
-a cumulative sum of log a_t and a log-cumsum-exp of log b_t - cumsum log a), which needs b_t > 0
-and divides by running products; the associative scan multiplies and adds only, so it is stable
-in float32 for any sign of b_t. The candidate transform `g` that keeps the paper's log-space
-values positive is kept as an option (`positive_candidate`, on by default, as the paper trains).
+The paper trains in log space (Heinsen 2023), which needs `b_t > 0`: its candidate transform `g`
+keeps `h~_t` positive (`positive_candidate`, on by default). Both cells declare `log_space` while
+it is on, and give `(log a_t, log b_t)` directly (`log_coefficients`, with the paper's
+`-softplus` forms); `backend="log_space"` scans those (`rnnlab.recurrence.associative`), and
+`backend="associative"` scans `(a_t, b_t)` themselves, which multiplies and adds only and so
+holds for any sign of `b_t` (`positive_candidate=false` too). `auto` keeps the sequential scan
+on CPU (README "Modern recurrences").
 
 Params: `w_ih: [G*h, d]`, `b: [G*h]` (G = 2 for minGRU: z, h~; 3 for minLSTM: f, i, h~); no
 recurrent matrix (the layer's recurrent matmul gets an empty one, `with_recurrent_matrix`).
@@ -45,6 +47,17 @@ def positive(x: Array) -> Array:
     return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
 
+def log_positive(x: Array) -> Array:
+    """`log g(x)`: `log(x + 0.5)` for `x >= 0`, `-softplus(-x)` below (both branches finite
+    for every `x`, so the unused one puts no NaN into the gradient)."""
+    return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+
+
+def log_sigmoid(x: Array) -> Array:
+    """`log sigma(x) = -softplus(-x)`, exact where `sigma(x)` rounds to 0 or 1."""
+    return -jax.nn.softplus(-x)
+
+
 class _MinimalCell(LinearRecurrenceCell):
     """What minGRU and minLSTM share: `G` fused input projections and the candidate `g`."""
 
@@ -63,6 +76,11 @@ class _MinimalCell(LinearRecurrenceCell):
 
     def candidate(self, projected: Array) -> Array:
         return positive(projected) if self.positive_candidate else projected
+
+    @property
+    def log_space(self) -> bool:
+        """`b_t > 0` (the capability `log_space`): with the paper's positive candidate `g`."""
+        return bool(self.positive_candidate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +115,14 @@ class MinGRUCell(_MinimalCell):
         k, h_tilde = split_gates(projected, 2)
         z = jax.nn.sigmoid(k)
         return 1.0 - z, z * self.candidate(h_tilde)
+
+    log_space = _MinimalCell.log_space
+
+    def log_coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
+        """`(log(1 - z_t), log z_t + log h~_t)` as the paper's code computes them
+        (`log(1 - sigma(k)) = -softplus(k)`); needs `positive_candidate`."""
+        k, h_tilde = split_gates(projected, 2)
+        return log_sigmoid(-k), log_sigmoid(k) + log_positive(h_tilde)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +167,16 @@ class MinLSTMCell(_MinimalCell):
     def coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
         f, i, h_tilde = self._gates(projected)
         return f, i * h_tilde
+
+    log_space = _MinimalCell.log_space
+
+    def log_coefficients(self, params: Params, projected: Array) -> tuple[Array, Array]:
+        """`(log f'_t, log i'_t + log h~_t)` as the paper's code computes them: normalised,
+        `log f' = -softplus(d)`, `log i' = -softplus(-d)` with `d = log i - log f`
+        `= softplus(-k_f) - softplus(-k_i)`; needs `positive_candidate`."""
+        k_f, k_i, h_tilde = split_gates(projected, 3)
+        log_f, log_i = log_sigmoid(k_f), log_sigmoid(k_i)
+        if self.normalize:
+            d = log_i - log_f
+            log_f, log_i = log_sigmoid(-d), log_sigmoid(d)
+        return log_f, log_i + log_positive(h_tilde)

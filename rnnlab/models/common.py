@@ -11,8 +11,9 @@ on the embedding output, between stacked layers and on the last layer's output, 
 recurrent edges (those have `recurrent_dropout` and `zoneout`).
 
 With `block` set (`rnnlab.blocks.BLOCK_KINDS`), the recurrent layers are residual blocks instead
-(Hawk, xLSTM's mLSTM/sLSTM blocks, a generic pre-norm block): `make_stack` returns a
-`rnnlab.blocks.BlockStack` with the same call and carry contract, so every model takes them.
+(Hawk, xLSTM's mLSTM/sLSTM blocks, a generic pre-norm block, Feng et al.'s minGRU/minLSTM
+block): `make_stack` returns a `rnnlab.blocks.BlockStack` with the same call and carry
+contract, so every model takes them.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Backbone(nn.Module, kw_only=True):
         unroll: `lax.scan` unroll factor.
         vjp: "custom" (hand-written reverse pass) or "autodiff".
         input_projection: "hoisted" (one matmul over all steps) or "per_step".
-        backend: "auto", "native", "associative", "chunkwise", "xla" or "cudnn" (see
+        backend: "auto", "native", "associative", "log_space", "chunkwise", "xla" or "cudnn" (see
             `rnnlab.recurrence.run`).
         attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
             documented per model (`ATTENTION` lists them).
@@ -99,12 +100,14 @@ class Backbone(nn.Module, kw_only=True):
         embed_dim: embedding width, used only when the model embeds token ids; with `block`
             set, the width of the residual stream (float features are projected to it).
         block: "none" (the plain stack of `num_layers` recurrent layers) or a residual block
-            kind of `rnnlab.blocks.BLOCK_KINDS` ("hawk", "mlstm", "slstm", "xlstm", "prenorm"):
-            then `num_layers` counts blocks, `dropout` falls on every residual branch (and the
-            embedding and output, as before), and `bidirectional` is refused.
-        conv_width: taps of the blocks' causal convolution (hawk, mlstm, slstm; 4 in the papers).
-        mlp_expansion: the blocks' gated-MLP width over `embed_dim`; None: each paper's (3 for
-            hawk and prenorm, 4/3 for sLSTM, none for mLSTM); 0: no MLP.
+            kind of `rnnlab.blocks.BLOCK_KINDS` ("hawk", "mlstm", "slstm", "xlstm", "prenorm",
+            "minrnn"): then `num_layers` counts blocks, `dropout` falls on every residual
+            branch (minrnn: the MLP's only) and the embedding and output, as before, and
+            `bidirectional` is refused.
+        conv_width: taps of the blocks' causal convolution (hawk, mlstm, slstm, minrnn; 4 in
+            the papers; minrnn: 1 for none).
+        mlp_expansion: the blocks' MLP width over `embed_dim`; None: each paper's (3 for hawk
+            and prenorm, 4/3 for sLSTM, none for mLSTM, 4 for minrnn); 0: no MLP.
         slstm_at: with `block="xlstm"`, the indices of the sLSTM blocks among mLSTM ones.
     """
 

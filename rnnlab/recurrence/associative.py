@@ -19,6 +19,23 @@ sequential scan.
 Composing two steps gives one: `(a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2)`; the scan's
 running `b` is `h_t`. Differentiated by JAX (no hand-written reverse pass is needed: the scan
 is already a composition of elementwise products and sums).
+
+The log-space scan (`run_log_space`, the layer's `backend="log_space"`) is how Feng et al. (2024)
+train minGRU / minLSTM, after Heinsen (2023, "Efficient Parallelization of a Ubiquitous
+Sequential Computation"): with `a_t, b_t > 0` (the cells' positive candidate `g`), it scans
+`(log a_t, log b_t)` and returns `h_t = exp(log h_t)`. The cells give the logs directly
+(`log_coefficients`: `log sigma(k) = -softplus(-k)`, never `log` of a rounded sigmoid). Heinsen's
+closed form, `log h_t = a*_t + logcumsumexp(log b - a*)_t` with `a* = cumsum(log a)`, is the
+same composition evaluated as two prefix sums; here it is the associative scan of the
+log-semiring step
+
+    (la1, lb1) then (la2, lb2) = (la1 + la2, logaddexp(lb1 + la2, lb2))
+
+because the closed form subtracts running sums that grow with `t` (float32 loses `|a*_t|` x 6e-8
+of `log h_t` there) and cannot express `a_t = 0` (a packed-sequence reset: `-inf - -inf`).
+Every layer option folds in as above, in logs, with `log 0` the finite `LOG_ZERO` (`exp` of it
+is 0, and so is every gradient through it, where an infinite one would give NaN); the initial
+carry, which may have any sign, is added outside the logs: `h_t = exp(lb_t) + exp(la_t) h_0`.
 """
 
 from __future__ import annotations
@@ -31,6 +48,10 @@ from rnnlab.recurrence.step import StepAux
 from rnnlab.typing import Array
 
 REQUIRES = "linear_recurrence"
+LOG_SPACE = "log_space"
+LOG_ZERO = -1e20
+"""`log 0` in the log-space scan: finite, so that `exp` of it and every gradient through it are
+exactly 0 (far below any `log h`, and `t` of them still far from float32's range)."""
 
 
 def combine(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -55,6 +76,50 @@ def coefficients(
         valid = aux.valid[..., None].astype(a.dtype)
         a, b = valid * a + (1.0 - valid), valid * b
     return a, b.at[0].add(a[0] * cell.state(carry0))  # type: ignore[attr-defined]
+
+
+def log_combine(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[Array, Array]:
+    """`combine` in logs: `(log a, log b)` of two steps composed."""
+    la1, lb1 = earlier
+    la2, lb2 = later
+    return la1 + la2, jnp.logaddexp(lb1 + la2, lb2)
+
+
+def _log(x: Array) -> Array:
+    """`log x` of a mask or keep probability in [0, 1], with `LOG_ZERO` for 0."""
+    return jnp.maximum(jnp.log(x), LOG_ZERO)
+
+
+def log_coefficients(cell: Cell, params: dict, xs: Array, aux: StepAux) -> tuple[Array, Array]:
+    """`(log a, log b)`, time-major `[t, b, h]`, with zoneout, resets and padding folded in
+    (`coefficients` in logs; the initial carry is added after the scan)."""
+    projected = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)  # [t, b, g]
+    log_a, log_b = cell.log_coefficients(params, projected)  # type: ignore[attr-defined]
+    if aux.zoneout_keep is not None:
+        keep = aux.zoneout_keep.astype(log_a.dtype)
+        log_a = jnp.logaddexp(_log(keep), _log(1.0 - keep) + log_a)
+        log_b = _log(1.0 - keep) + log_b
+    if aux.reset is not None:
+        log_a = log_a + _log(1.0 - aux.reset[..., None].astype(log_a.dtype))
+    if aux.valid is not None:
+        valid = aux.valid[..., None].astype(log_a.dtype)
+        log_a = jnp.logaddexp(_log(valid) + log_a, _log(1.0 - valid))
+        log_b = _log(valid) + log_b
+    return log_a, log_b
+
+
+def run_log_space(
+    cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux
+) -> tuple[Array, Array]:
+    """`run` in log space (module docstring): `(final carry [b, h], ys [t, b, h])`."""
+    if xs.shape[1] == 0:
+        return carry0, jnp.zeros((0, *carry0.shape), carry0.dtype)
+    log_a, log_b = log_coefficients(cell, params, xs, aux)
+    log_prod, log_h = jax.lax.associative_scan(log_combine, (log_a, log_b), axis=0)
+    hs = jnp.exp(log_h) + jnp.exp(log_prod) * carry0[None].astype(log_h.dtype)
+    carries = hs.astype(carry0.dtype)
+    ys = carries if aux.valid is None else carries * aux.valid[..., None].astype(carries.dtype)
+    return carries[-1], ys
 
 
 def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tuple[Array, Array]:
@@ -83,4 +148,23 @@ def unsupported(cell: Cell, traced: bool, zoneout: bool = False) -> str | None:
             f"zoneout on {type(cell).__name__}'s complex state keeps its real and imaginary "
             "parts apart, which is no complex-diagonal step; it runs on the XLA scan"
         )
+    return None
+
+
+def log_space_unsupported(cell: Cell, traced: bool) -> str | None:
+    """Why the log-space scan cannot run this request, or None."""
+    log_space = declared(cell, LOG_SPACE)
+    if log_space is None:
+        return (
+            f"{type(cell).__name__} has no log-space form (cells declaring log_space: mingru, "
+            "minlstm)"
+        )
+    if not log_space:
+        return (
+            f"{type(cell).__name__} with positive_candidate=false can have b_t < 0, whose log "
+            "does not exist; set positive_candidate=true (the paper's g) or use "
+            'backend="associative"'
+        )
+    if traced:
+        return "per-step traces and carry perturbations run on the XLA scan"
     return None

@@ -1,6 +1,7 @@
 """Backends as a dispatch table: each says whether it can run a direction, and runs it.
 
-    BACKENDS = {"native": ..., "associative": ..., "chunkwise": ..., "xla": ..., "cudnn": ...}
+    BACKENDS = {"native": ..., "associative": ..., "log_space": ..., "chunkwise": ...,
+                "xla": ..., "cudnn": ...}
     backend, skipped = resolve(choice, request)      # once per direction, at trace time
     carry, ys_tm = backend.run(request)              # every backend: ys time-major [t, b, o]
 
@@ -32,7 +33,7 @@ from rnnlab.recurrence import associative, native, scan
 from rnnlab.recurrence.step import LAYER_OWNED, StepAux
 from rnnlab.typing import Array, Carry, Params
 
-BACKEND_CHOICES = ("auto", "native", "associative", "chunkwise", "xla", "cudnn")
+BACKEND_CHOICES = ("auto", "native", "associative", "log_space", "chunkwise", "xla", "cudnn")
 VJPS = ("custom", "autodiff")
 
 
@@ -162,6 +163,16 @@ def _run_associative(request: Request) -> tuple[Carry, Array]:
     return associative.run(request.cell, request.params, request.xs, request.carry0, request.aux)
 
 
+def _log_space_unsupported(request: Request) -> str | None:
+    return associative.log_space_unsupported(request.cell, request.traced)
+
+
+def _run_log_space(request: Request) -> tuple[Carry, Array]:
+    return associative.run_log_space(
+        request.cell, request.params, request.xs, request.carry0, request.aux
+    )
+
+
 def _chunkwise_unsupported(request: Request) -> str | None:
     cell = request.cell
     if declared(cell, "chunkwise") is None:
@@ -187,6 +198,7 @@ XLA = Backend("XLA scan", None, lambda request: None, _run_xla)
 BACKENDS: dict[str, Backend] = {
     "native": Backend("native kernel (CPU)", "cpu", _native_unsupported, _run_native),
     "associative": Backend("associative scan", None, _associative_unsupported, _run_associative),
+    "log_space": Backend("log-space scan", None, _log_space_unsupported, _run_log_space),
     "chunkwise": Backend("chunkwise form", None, _chunkwise_unsupported, _run_chunkwise),
     "xla": XLA,
     "cudnn": Backend(

@@ -125,8 +125,10 @@ def run(
             faster for LSTM inference at batch 128 (1.3x) but slower for training and for GRU in
             most configs, so "hoisted" is the default; measure on your hardware.
         backend: what computes the recurrence (`backends.BACKENDS`): "auto" (default),
-            "native", "associative", "chunkwise", "xla" or "cudnn". "associative" runs a linear
-            recurrence (`linear_recurrence`) as a parallel scan; "chunkwise" a cell's chunkwise
+            "native", "associative", "log_space", "chunkwise", "xla" or "cudnn". "associative"
+            runs a linear recurrence (`linear_recurrence`) as a parallel scan, "log_space" as
+            a parallel scan in logs (minGRU / minLSTM, as their paper trains, `log_space`:
+            positive coefficients only); "chunkwise" a cell's chunkwise
             form (mLSTM; no resets or zoneout), which "auto" takes before the scan. "native"
             runs it (forward and backward) in the optional native CPU kernel
             (`rnnlab.kernels`), "xla" in `lax.scan`. "auto" picks native when
