@@ -2,16 +2,16 @@
 
 The plain stack (`rnnlab.nn.RecurrentStack`: embed -> recurrent layers -> dropout) is what a
 like-for-like sweep against the LSTM wants. The papers that introduced RG-LRU, mLSTM, sLSTM,
-minGRU/minLSTM and the LRU report them inside pre-norm residual blocks with a gated MLP and
-(for Hawk and xLSTM) a short causal convolution; `BlockStack` builds those, so a config can
-compare "the architecture the paper reports". The recurrence inside every block is one layer of
-`rnnlab.recurrence.run_layer` (lengths, resets, carries, recurrent dropout, zoneout, backends):
-no block scans on its own. Where the paper's recurrence reads different inputs for different
-gates (mLSTM: q and k from the convolved branch, v from the plain one; sLSTM: i and f from the
-convolved branch), the block feeds the cell the concatenation of both branches and assembles the
-cell's fused input matrix `w_ih` from the paper's (block-diagonal, head-wise) projections, with
-zeros where a gate does not read a branch. The cell files are unchanged: the blocks build their
-cells' params from their own.
+minGRU/minLSTM and the LRU report them inside pre-norm residual blocks with an MLP and (for
+Hawk, xLSTM and minGRU/minLSTM) a short causal convolution; `BlockStack` builds those, so a
+config can compare "the architecture the paper reports". The recurrence inside every block is
+one layer of `rnnlab.recurrence.run_layer` (lengths, resets, carries, recurrent dropout,
+zoneout, backends): no block scans on its own. Where the paper's recurrence reads different
+inputs for different gates (mLSTM: q and k from the convolved branch, v from the plain one;
+sLSTM: i and f from the convolved branch), the block feeds the cell the concatenation of both
+branches and assembles the cell's fused input matrix `w_ih` from the paper's (block-diagonal,
+head-wise) projections, with zeros where a gate does not read a branch. The cell files are
+unchanged: the blocks build their cells' params from their own.
 
 Kinds (`BLOCK_KINDS`; `Backbone.block`):
 
@@ -42,12 +42,21 @@ Kinds (`BLOCK_KINDS`; `Backbone.block`):
              "Were RNNs All We Needed?") and the LRU (Orvieto et al. 2023, "Resurrecting
              Recurrent Neural Networks for Long Sequences") are used:
                  x = x + W_out( cell(RMSNorm(x)) ),  x = x + MLP(RMSNorm(x)), expansion 3
+    minrnn   the block of Feng et al.'s code (BorealisAI/minRNNs, `models/model.py`), for any
+             cell (minGRU, minLSTM, or an LSTM/GRU of the same size to compare in the same block):
+                 x = x + W_pw Conv_k(x)            (conv_width k > 1 only; depthwise, then 1x1)
+                 x = x + W_out( cell(RMSNorm(x)) )
+                 x = x + MLP(RMSNorm(x)),  MLP(u) = W_2 GeLU(W_1 u), expansion 4, erf GeLU
+             every projection with a bias and PyTorch's default initialisation (the cell: its
+             own); dropout on the MLP branch only.
 
 The stack: inputs of another width than `width` pass a Dense first (`input_projection`); blocks;
-a final norm (RMSNorm for hawk/prenorm, LayerNorm for the xLSTM kinds), zeros at padded steps.
-Dropout (`dropout`) falls on every residual branch before its addition.
+a final norm (RMSNorm for hawk/prenorm/minrnn, LayerNorm for the xLSTM kinds), zeros at padded
+steps. Dropout (`dropout`) falls on every residual branch before its addition (minrnn: on the
+MLP branch only).
 
-Differences from the papers' code (recurrentgemma; NX-AI/xlstm), all deliberate:
+Differences from the papers' code (recurrentgemma; NX-AI/xlstm; BorealisAI/minRNNs), all
+deliberate:
     - Hawk: the embedding is not scaled by sqrt(width) (the models' embedding is shared with the
       plain stack); at a packed-sequence reset the RG-LRU keeps its normaliser sqrt(1 - a_t^2)
       (recurrentgemma sets it to 1; the cell's choice, `rnnlab.cells.rglru`); the cell's `u`
@@ -65,6 +74,21 @@ Differences from the papers' code (recurrentgemma; NX-AI/xlstm), all deliberate:
     - prenorm: no convolution; RMSNorm and a GeGLU MLP for every cell (Feng et al. and Orvieto
       et al. describe layer/batch norm and their own MLP/GLU); the LRU's skip `D x` of its
       readout is left to the residual connection.
+    - minrnn: RMSNorm only (the official code chooses BatchNorm or RMSNorm, `norm_type`), with
+      `rms_norm`'s eps inside the root (theirs: `F.normalize(x) * sqrt(d)`); no learnt initial
+      hidden state (`use_init_hidden_state`): every stream starts from a zero carry, which
+      truncated BPTT and generation need; the cell keeps its own options and initialisation
+      (`conf/cell/`), where the official cells use PyTorch's `Linear` default, add
+      `forget_bias_init_scale` to minLSTM's forget-gate bias and size the state as
+      `expansion_factor` x width (here `cell.hidden_size`, read by `W_out`); the convolution and
+      the cell honour `lengths` and `resets` (the official code has neither); around the stack,
+      `LanguageModel` drops out the embedding and the stack's output at `dropout` and gives its
+      output layer a bias (theirs: neither). The convolution and the MLP are those of
+      lucidrains' minGRU-pytorch, on which the official code is based (`CausalDepthWiseConv1d`:
+      depthwise taps then a pointwise 1x1, both with biases; `FeedForward`: plain GeLU MLP); the
+      official `models/modules.py` was not at hand to confirm them (a fork that inlines it,
+      Yani-hmc/minRNNs `models.py`, has the same convolution but a GeGLU MLP with a learnt
+      per-unit output scale).
 
 Carry, per block: `{"conv": [b, k-1, c], "cell": cell carry}` (no "conv" for prenorm or
 `conv_width=1`): the convolution's last `k-1` inputs travel with the recurrence's carry, so a
@@ -95,11 +119,11 @@ from rnnlab.typing import Array, Carry, Params, PRNGKey
 log = logging.getLogger("rnnlab.blocks")
 _LOGGED_BACKENDS: set[tuple[int, str, str]] = set()
 
-BLOCK_KINDS = ("none", "hawk", "mlstm", "slstm", "xlstm", "prenorm")
+BLOCK_KINDS = ("none", "hawk", "mlstm", "slstm", "xlstm", "prenorm", "minrnn")
 """Every value of `Backbone.block`; "none" is the plain stack (`rnnlab.nn.RecurrentStack`)."""
 
 XLSTM_KINDS = ("mlstm", "slstm", "xlstm")
-MLP_EXPANSION = {"hawk": 3.0, "prenorm": 3.0, "mlstm": 0.0, "slstm": 4.0 / 3.0}
+MLP_EXPANSION = {"hawk": 3.0, "prenorm": 3.0, "mlstm": 0.0, "slstm": 4.0 / 3.0, "minrnn": 4.0}
 """The papers' MLP expansion per block (`mlp_expansion=None`); 0 means no MLP."""
 QKV_BLOCK_SIZE = 4
 """xLSTM's head-wise q/k/v projections: blocks of 4 x 4 (`qkv_proj_blocksize`)."""
@@ -218,12 +242,21 @@ def wang_init(dim: int, num_blocks: int) -> nn.initializers.Initializer:
     return nn.initializers.normal(stddev=2.0 / num_blocks / math.sqrt(dim))
 
 
-def torch_conv_init(k: int) -> nn.initializers.Initializer:
-    """PyTorch's default for a depthwise `Conv1d` (fan-in `k`): U(-1/sqrt(k), 1/sqrt(k))."""
-    bound = 1.0 / math.sqrt(k)
+def torch_init(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default for the weight and the bias of a `Linear` or `Conv1d` of fan-in
+    `fan_in` (`in_features`; `in_channels / groups * kernel_size`, so `k` for a depthwise
+    convolution): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
         key, shape, dtype, -bound, bound
     )
+
+
+def torch_dense(features: int, fan_in: int, name: str) -> nn.Dense:
+    """An `nn.Dense` with a bias, both initialised as PyTorch's `nn.Linear(fan_in, features)`
+    (`torch_init`); built inside the calling module's `nn.compact` method."""
+    init = torch_init(fan_in)
+    return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
 
 def fan_in_normal(scale: float = 1.0) -> nn.initializers.Initializer:
@@ -246,7 +279,7 @@ def conv_channels(kind: str, cell: Cell, width: int) -> int:
     """Width of the convolved branch of a block (0 for a block without a convolution)."""
     if kind in ("hawk", "mlstm"):
         return cell.hidden_size
-    return width if kind == "slstm" else 0
+    return width if kind in ("slstm", "minrnn") else 0
 
 
 def check_blocks(
@@ -358,6 +391,25 @@ class GatedMLP(nn.Module):
         gate = jax.nn.gelu(gate, approximate=not self.exact_gelu)
         up = dense(self.hidden, self.up_init, "up")(u)
         return dense(self.out, self.down_init, "down")(gate * up)
+
+
+class FeedForward(nn.Module):
+    """`W_2 GeLU(W_1 u)`: the plain Transformer MLP of Feng et al.'s block (lucidrains'
+    `FeedForward`: `Linear`, `nn.GELU()` (exact erf), `Linear`), biases and PyTorch's default
+    initialisation. Params: `up` (`[d, hidden]`), `down` (`[hidden, out]`).
+
+    Attributes:
+        hidden: the expanded width.
+        out: the output width.
+    """
+
+    hidden: int
+    out: int
+
+    @nn.compact
+    def __call__(self, u: Array) -> Array:
+        up = torch_dense(self.hidden, u.shape[-1], "up")(u)
+        return torch_dense(self.out, self.hidden, "down")(jax.nn.gelu(up, approximate=False))
 
 
 class _Block(nn.Module):
@@ -533,7 +585,7 @@ class MLSTMBlock(_Block):
         normed = layer_norm(x, self.param("norm", nn.initializers.zeros, (d,)))
         up = nn.Dense(2 * inner, use_bias=False, kernel_init=small_init(d), name="proj_up")(normed)
         u, z = up[..., :inner], up[..., inner:]
-        conv_init = torch_conv_init(self.conv_width)
+        conv_init = torch_init(self.conv_width)
         c, window = self.conv(u, window, lengths, resets, conv_init, conv_init)
         c = jax.nn.silu(c)
         cell_carry, h = self.recur(
@@ -613,7 +665,7 @@ class SLSTMBlock(_Block):
         heads = cell.num_heads
         window, cell_carry = _split_carry(carry)
         normed = layer_norm(x, self.param("norm", nn.initializers.zeros, (d,)))
-        conv_init = torch_conv_init(self.conv_width)
+        conv_init = torch_init(self.conv_width)
         c, window = self.conv(normed, window, lengths, resets, conv_init, conv_init)
         c = jax.nn.silu(c)
         cell_carry, h = self.recur(
@@ -708,11 +760,47 @@ class PreNormBlock(_Block):
         return _join_carry(None, cell_carry), x
 
 
+class MinRNNBlock(_Block):
+    """Feng et al.'s residual block (BorealisAI/minRNNs `models/model.py`, one layer of `Model`)
+    for any cell. See the module docstring for the equations and the differences.
+
+    The convolution's window travels in the carry as Hawk's does (`causal_conv`), so pieces of a
+    sequence, or tokens one by one, equal one run. Params: `conv_w` (`[k, width]`), `conv_b`
+    and `pointwise` (only when `conv_width > 1`), `norm`, `cell` (`cell.init(key, width)`),
+    `out` (`[cell.output_size, width]`), `channel_norm`, `mlp` (`FeedForward`).
+    """
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        lengths: Array | None,
+        resets: Array | None,
+        carry: dict[str, Any] | None,
+        train: bool,
+    ) -> tuple[dict[str, Any], Array]:
+        cell, d = self.cell, self.width
+        window, cell_carry = _split_carry(carry)
+        if self.conv_width > 1:
+            conv_init = torch_init(self.conv_width)  # depthwise: the fan-in is the taps
+            c, window = self.conv(x, window, lengths, resets, conv_init, conv_init)
+            x = x + torch_dense(d, d, "pointwise")(c)
+        normed = rms_norm(x, self.param("norm", nn.initializers.zeros, (d,)))
+        params = self.param("cell", cell.init, d)
+        cell_carry, ys = self.recur(cell, params, normed, lengths, resets, cell_carry, train)
+        x = x + torch_dense(d, cell.output_size, "out")(ys)
+        if self.mlp_expansion > 0:
+            normed = rms_norm(x, self.param("channel_norm", nn.initializers.zeros, (d,)))
+            x = x + self.drop(FeedForward(self.expanded(), d, name="mlp")(normed), train)
+        return _join_carry(window, cell_carry), x
+
+
 BLOCKS: dict[str, type[_Block]] = {
     "hawk": HawkBlock,
     "mlstm": MLSTMBlock,
     "slstm": SLSTMBlock,
     "prenorm": PreNormBlock,
+    "minrnn": MinRNNBlock,
 }
 
 
@@ -728,8 +816,9 @@ class BlockStack(nn.Module):
         block: one of `BLOCK_KINDS` but "none".
         num_blocks: blocks in the stack.
         width: the residual stream's width (`Backbone.embed_dim`).
-        conv_width: taps of the causal convolution (4 in both papers; 1: a per-unit scale).
-        mlp_expansion: the gated MLP's width over `width`; None: the paper's (`MLP_EXPANSION`);
+        conv_width: taps of the causal convolution (4 in Hawk's and xLSTM's papers; 1: a
+            per-unit scale, or for minrnn no convolution).
+        mlp_expansion: the MLP's width over `width`; None: the paper's (`MLP_EXPANSION`);
             0: no MLP.
         num_heads: block-diagonal heads of the RG-LRU's gates (hawk) and of the sLSTM blocks
             of an xLSTM mix (`block="slstm"` takes its cell's `num_heads`).

@@ -349,9 +349,11 @@ IMPLIED_BEFORE = {
     "model.conv_width": 4,
     "model.mlp_expansion": None,
     "model.slstm_at": "[]",
+    "task.windows": "stateful",
 }
 """Keys that the configs of runs saved by earlier versions lack, with the value those runs used
-(what the code did without the key), so that such runs still compare equal and resume."""
+(what the code did without the key), so that such runs still compare equal and resume. A key
+is implied only where the current config has it (`task.windows`: language-model tasks only)."""
 
 
 RENAMED_KEYS = {"model.backward": "model.vjp", "model.kernel": "model.backend"}
@@ -377,7 +379,8 @@ def compare_configs(
     and keys an older saved config lacks take their `IMPLIED_BEFORE` value (keys it saved under
     an earlier name, `RENAMED_KEYS`, their current one)."""
     kept = lambda snapshot: {k: v for k, v in snapshot.items() if not k.startswith(NOT_COMPARED)}
-    saved = {**IMPLIED_BEFORE, **{RENAMED_KEYS.get(k, k): v for k, v in saved.items()}}
+    implied = {k: v for k, v in IMPLIED_BEFORE.items() if k in current}
+    saved = {**implied, **{RENAMED_KEYS.get(k, k): v for k, v in saved.items()}}
     diff = snapshot_diff(kept(saved), kept(current))
     strict = [
         line

@@ -44,10 +44,16 @@ STACKS = {
     "prenorm_mingru": dict(block="prenorm", cell=MinGRUCell(6)),
     "prenorm_minlstm": dict(block="prenorm", cell=MinLSTMCell(6)),
     "prenorm_lru": dict(block="prenorm", cell=LRUCell(4)),  # complex state, [Re h, Im h] out
+    "minrnn_mingru": dict(block="minrnn", cell=MinGRUCell(6)),
+    "minrnn_minlstm": dict(block="minrnn", cell=MinLSTMCell(6), conv_width=1),  # no convolution
+    "minrnn_lstm": dict(block="minrnn", cell=LSTMCell(6)),  # the LSTM in the minGRU's block
 }
 # The grids below take one stack per code path, to keep the suite short: the mix runs both xLSTM
 # blocks; every cell shares the pre-norm block's code (the LRU: a complex state besides); another
-# cell in Hawk's block and the 1-head sLSTM are checked against the equations only.
+# cell in Hawk's block and the 1-head sLSTM are checked against the equations only. The minRNN
+# block shares Hawk's convolution code (`causal_conv`, lengths included): it is checked against
+# its equations (with and without the convolution), packed sequences and generation (with an
+# LSTM: a two-part carry beside the convolution's window), not the whole grid.
 GRID = ["hawk", "xlstm", "prenorm_lru"]
 
 
@@ -244,6 +250,16 @@ def prenorm_block(p, x, cell):
     return x + dense(gelu_tanh(dense(normed, m["gate"])) * dense(normed, m["up"]), m["down"])
 
 
+def minrnn_block(p, x, cell):
+    """Feng et al.'s code (BorealisAI/minRNNs `Model`; lucidrains' conv and FeedForward):
+    x + PW(DepthwiseConv(x)), x + W_out(cell(RMSNorm(x))), x + W_2 GELU(W_1 RMSNorm(x))."""
+    if "conv_w" in p:
+        x = x + dense(conv(x, p["conv_w"], p["conv_b"]), p["pointwise"])
+    x = x + dense(min_rnn(cell, p["cell"], rms(x, p["norm"])), p["out"])
+    m = p["mlp"]
+    return x + dense(gelu_erf(dense(rms(x, p["channel_norm"]), m["up"])), m["down"])
+
+
 def paper_stack(stack: BlockStack, params, x):
     for index, kind in enumerate(stack.kinds):
         p = params[f"block_{index}"]
@@ -253,6 +269,8 @@ def paper_stack(stack: BlockStack, params, x):
             x = mlstm_block(p, x, stack.cell.num_heads)
         elif kind == "slstm":
             x = slstm_block(p, x, stack.block_cell(kind).num_heads)
+        elif kind == "minrnn":
+            x = minrnn_block(p, x, stack.cell)
         else:
             x = prenorm_block(p, x, stack.cell)
     final = ln if stack.block in ("mlstm", "slstm", "xlstm") else rms
@@ -260,8 +278,10 @@ def paper_stack(stack: BlockStack, params, x):
 
 
 @pytest.mark.parametrize(
-    "name", ["hawk", "slstm_1head", "xlstm", "prenorm_mingru", "prenorm_minlstm"]
-)
+    "name",
+    ["hawk", "slstm_1head", "xlstm", "prenorm_mingru", "prenorm_minlstm", "minrnn_mingru",
+     "minrnn_minlstm"],
+)  # fmt: skip
 def test_each_block_equals_its_papers_equations(name: str) -> None:
     stack = make_stack(name)
     with jax.enable_x64(True):
@@ -321,7 +341,7 @@ def test_two_halves_with_the_carry_equal_one_run(name: str) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["hawk", "xlstm", "prenorm_mingru"])
+@pytest.mark.parametrize("name", ["hawk", "xlstm", "prenorm_mingru", "minrnn_mingru"])
 def test_packed_sequences_never_mix_not_even_across_a_split(name: str) -> None:
     """A reset restarts the convolution's window too: the segment after it equals a run of its
     own, and a split whose carried window straddles the reset changes nothing."""
@@ -339,7 +359,7 @@ def test_packed_sequences_never_mix_not_even_across_a_split(name: str) -> None:
     np.testing.assert_allclose(jnp.concatenate([first, second], 1), ys, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["hawk", "prenorm_minlstm"])
+@pytest.mark.parametrize("name", ["hawk", "prenorm_minlstm", "minrnn_lstm"])
 def test_language_model_token_by_token_equals_the_full_forward(name: str) -> None:
     kw = STACKS[name]
     layers = 2 if name == "xlstm" else 1
@@ -448,8 +468,8 @@ def test_runs_saved_before_the_block_fields_still_resume() -> None:
 RUNS = [  # every block kind (mlstm, slstm: in the xlstm mix) through every model class
     ("hawk", "char_lm", []),
     ("xlstm", "sentiment", []),
-    ("mingru_block", "copy", []),
-    ("minlstm_block", "adding", []),
+    ("mingru_block", "copy", []),  # minrnn
+    ("minlstm_block", "adding", ["model.block=prenorm"]),
     (  # attention reads the encoder's states (without it the last encoder block's output and
         # the final norm are unused: the decoder starts from the encoder's carries only)
         "lru_block",

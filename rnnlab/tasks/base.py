@@ -31,7 +31,8 @@ mean (`sum_i s_i / sum_i w_i`), the same whatever the batch sizes.
 Stateful tasks (language models with truncated BPTT, Zaremba et al. 2014) set `stateful = True`:
 their model returns `(outputs, carry)`, the trainer keeps the carry (behind `stop_gradient`) and
 feeds it to the next window; `resets_carry(step)` says when a new pass over the stream starts
-from zeros; the carry is part of the checkpointed state.
+from zeros; the carry is part of the checkpointed state. A task whose model returns a carry it
+does not keep (language models with random windows) says so in `split_outputs`.
 
 What only language models have (text samples, `vocab.json`) lives with them, in
 `rnnlab.tasks.language_model`. A task config's keys are checked against the constructor
@@ -240,11 +241,14 @@ class Task(abc.ABC):
             train=key is not None,
             rngs=dropout_rngs(key),
         )
-        carry = None
-        if self.stateful:
-            outputs, carry = outputs
+        outputs, carry = self.split_outputs(outputs)
         sums, loss = self.objective(outputs, batch)
         return loss, (sums, carry)
+
+    def split_outputs(self, outputs: Any) -> tuple[Any, Carry]:
+        """`(what objective reads, the carry to keep)` from the model's outputs: the model's
+        `(outputs, carry)` for stateful tasks, else `(outputs, None)`."""
+        return outputs if self.stateful else (outputs, None)
 
     def summarize(self, split: str, sums: Mapping[str, tuple[float, float]]) -> dict[str, float]:
         """Weighted means as `split/metric`, plus the task's derived metrics."""

@@ -1,15 +1,27 @@
-"""Character- and word-level language modelling with stateful truncated BPTT.
+"""Character- and word-level language modelling: stateful truncated BPTT, or random windows.
 
-Training follows Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural Network Regularization":
-the training text is cut into `batch_size` contiguous rows (`rnnlab.data.lm_stream`); training
-step `s` reads window `s % n` of `bptt` tokens of every row (`n` windows per epoch), and the
-carry from window `i` (behind `stop_gradient`) starts window `i + 1`. The carry restarts from
-zeros at every epoch. The trainer checkpoints the carry with the parameters, so a resumed run
-continues the stream mid-epoch exactly.
+`windows="stateful"` (the default) follows Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural
+Network Regularization": the training text is cut into `batch_size` contiguous rows
+(`rnnlab.data.lm_stream`); training step `s` reads window `s % n` of `bptt` tokens of every row
+(`n` windows per epoch), and the carry from window `i` (behind `stop_gradient`) starts window
+`i + 1`. The carry restarts from zeros at every epoch. The trainer checkpoints the carry with the
+parameters, so a resumed run continues the stream mid-epoch exactly. Evaluation runs over the
+whole validation (and test) text the same way, with `eval_batch_size` rows and the carry threaded
+across all windows from zeros, so every token is scored once with its full left context up to
+the row start.
 
-Evaluation runs over the whole validation (and test) text the same way, with `eval_batch_size`
-rows and the carry threaded across all windows from zeros, so every token is scored once with its
-full left context up to the row start.
+`windows="random"` is nanoGPT's protocol (Karpathy, `train.py`: `get_batch`, `estimate_loss`), the
+one Feng et al. (2024, "Were RNNs All We Needed?") follow for Shakespeare: training step `s` reads
+`batch_size` windows of `bptt + 1` tokens at random offsets of the training text
+(`rnnlab.data.random_lm_windows`, a pure function of `(seed, s)`), each from a zero carry, so the
+task is not stateful (no carry in the training state). An epoch is `len(train) // (batch_size *
+bptt)` steps: as many predicted tokens as the text has (it sets `trainer.epochs` and epoch-based
+schedules; windows are drawn with replacement, so an epoch is not one pass). Evaluation cuts the
+validation (and test) text into its consecutive, non-overlapping windows of `bptt` tokens (a final
+shorter rest, under `bptt` tokens, is not scored), each from a zero carry, `eval_batch_size`
+windows a batch, and averages the loss over every predicted token: the deterministic form of
+nanoGPT's `estimate_loss`, which averages random windows. Every token is then predicted from 1 to
+`bptt` tokens of context, as in training.
 
 Metrics: `loss` is the mean negative log-likelihood in nats per token, `perplexity = exp(loss)`
 (the word-level figure of Mikolov et al.), and at character level `bpc = loss / ln 2` (bits per
@@ -42,6 +54,9 @@ from rnnlab.tasks.base import Batch, Sums, Task, make_model, weighted_cross_entr
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 VOCAB_FILE = "vocab.json"
+WINDOWS = ("stateful", "random")
+"""Choices of `task.windows`: stateful truncated BPTT over contiguous rows (Zaremba et al.), or
+random windows each from a zero carry (nanoGPT)."""
 
 
 def build_language_model(
@@ -109,13 +124,18 @@ class LanguageModelTask(Task):
     vocabulary cannot encode `ConfigError` naming the keys to change.
 
     Args:
-        seed: run seed (used for sampling only: the stream order is fixed).
-        batch_size: rows of the training stream; each row needs at least `bptt + 1` tokens.
+        seed: run seed (the random windows and sampling; the stateful stream order is fixed).
+        batch_size: rows of the training stream (each row needs at least `bptt + 1` tokens), or
+            random windows per step.
         bptt: window length (truncated-BPTT steps), >= 1.
+        windows: "stateful" (truncated BPTT, the carry threaded across consecutive windows of
+            each row) or "random" (nanoGPT: random training windows and consecutive evaluation
+            windows, each from a zero carry); see the module docstring.
         eval_batch_size: rows of the evaluation streams, >= 1; each row needs at least 2
-            tokens of the valid (and test) text.
+            tokens of the valid (and test) text. With random windows: windows per evaluation
+            batch.
         eval_max_windows: evaluate only the first windows (speed), >= 1; None for the whole
-            text.
+            text. With random windows: the first windows of the text.
         tie_weights: share the embedding with the output layer.
         init_scale: U(-init_scale, init_scale) init of the embedding and output layer
             (`LanguageModel.init_scale`), > 0; None for Flax's defaults.
@@ -143,6 +163,7 @@ class LanguageModelTask(Task):
         seed: int,
         batch_size: int,
         bptt: int = 100,
+        windows: str = "stateful",
         eval_batch_size: int = 16,
         eval_max_windows: int | None = None,
         tie_weights: bool = False,
@@ -154,6 +175,9 @@ class LanguageModelTask(Task):
     ):
         super().__init__(seed, batch_size)
         self.bptt = check_int("task.bptt", bptt, 1)
+        self.windows = check_choice("task.windows", windows, WINDOWS)
+        if self.windows == "random":
+            self.stateful = False  # every window starts from zeros: no carry in the state
         self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
         self.eval_max_windows = check_int(
             "task.eval_max_windows", eval_max_windows, 1, optional=True
@@ -184,20 +208,28 @@ class LanguageModelTask(Task):
         path = getattr(self, "path", "the corpus")
         num_train = len(corpus["train"])
         row = num_train // self.batch_size
-        if row < 2:
+        if self.windows == "random":
+            for split in ("train", "valid", "test"):
+                if split in corpus and len(corpus[split]) <= self.bptt:
+                    raise ConfigError(
+                        f"the {split} text of {path} has {len(corpus[split])} tokens: too few "
+                        f"for one window of task.bptt={self.bptt} (a window needs bptt + 1 "
+                        "tokens) under task.windows=random; lower task.bptt"
+                    )
+        elif row < 2:
             raise ConfigError(
                 f"the training text of {path} has {num_train} tokens: too few for "
                 f"trainer.batch_size={self.batch_size} rows of at least 2 tokens; lower "
                 "trainer.batch_size (or use a longer text)"
             )
-        if (row - 1) // self.bptt < 1:
+        elif (row - 1) // self.bptt < 1:
             raise ConfigError(
                 f"the training text gives trainer.batch_size={self.batch_size} rows of {row} "
                 f"tokens: too short for task.bptt={self.bptt} (a window needs bptt + 1 tokens); "
                 "lower trainer.batch_size or task.bptt"
             )
         for split in ("valid", "test"):
-            if split not in corpus:
+            if split not in corpus or self.windows == "random":
                 continue
             tokens = len(corpus[split])
             if tokens // self.eval_batch_size < 2:
@@ -241,6 +273,10 @@ class LanguageModelTask(Task):
 
     @property
     def steps_per_epoch(self) -> int:
+        """Stateful: the windows of a row. Random windows: `len(train) // (batch_size * bptt)`,
+        as many predicted tokens as the training text has (at least one step)."""
+        if self.windows == "random":
+            return max(1, len(self.corpus["train"]) // (self.batch_size * self.bptt))
         windows = text.lm_num_windows(self._train_stream, self.bptt)
         if windows < 1:
             raise ConfigError(
@@ -258,14 +294,22 @@ class LanguageModelTask(Task):
         }
 
     def train_batch(self, step: int) -> Batch:
+        if self.windows == "random":
+            inputs, targets = text.random_lm_windows(
+                self.corpus["train"], self.seed, step, self.batch_size, self.bptt
+            )
+            return {"inputs": inputs, "targets": targets}
         _, window = text.lm_epoch_and_window(step, self.steps_per_epoch)
         inputs, targets = text.lm_window(self._train_stream, window, self.bptt)
         return {"inputs": inputs, "targets": targets}
 
     def resets_carry(self, step: int) -> bool:
-        return step % self.steps_per_epoch == 0
+        return self.windows == "random" or step % self.steps_per_epoch == 0
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
+        if self.windows == "random":
+            yield from self._eval_windows(split)
+            return
         stream = text.lm_stream(self.corpus[split], self.eval_batch_size)
         count = text.lm_num_windows(stream, self.bptt, drop_last=False)
         if self.eval_max_windows is not None:
@@ -274,11 +318,31 @@ class LanguageModelTask(Task):
             inputs, targets = text.lm_window(stream, index, self.bptt)
             yield {"inputs": inputs, "targets": targets}
 
+    def _eval_windows(self, split: str) -> Iterator[Batch]:
+        """The split's consecutive `bptt`-token windows (`[n, bptt]`, the rest under `bptt`
+        tokens dropped), `eval_batch_size` a batch (the last batch may hold fewer)."""
+        ids = np.asarray(self.corpus[split])
+        count = (len(ids) - 1) // self.bptt  # >= 1: `_check_corpus`
+        if self.eval_max_windows is not None:
+            count = min(count, self.eval_max_windows)
+        used = ids[: count * self.bptt + 1]
+        inputs = used[:-1].reshape(count, self.bptt)
+        targets = used[1:].reshape(count, self.bptt)
+        for start in range(0, count, self.eval_batch_size):
+            stop = start + self.eval_batch_size
+            yield {"inputs": inputs[start:stop], "targets": targets[start:stop]}
+
     def zero_carry(self, model: nn.Module, batch_size: int) -> Carry:
         return model.zero_carry(batch_size)
 
     def model_args(self, batch: Batch, carry: Carry) -> tuple[Any, ...]:
         return (batch["inputs"], carry)
+
+    def split_outputs(self, outputs: Any) -> tuple[Array, Carry]:
+        """The `LanguageModel` returns `(logits, carry)` always; with random windows the carry
+        is dropped (every window starts from zeros)."""
+        logits, carry = outputs
+        return logits, carry if self.stateful else None
 
     def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
         sums, loss = weighted_cross_entropy(outputs, batch["targets"])
