@@ -9,9 +9,10 @@ one layer of `rnnlab.recurrence.run_layer` (lengths, resets, carries, recurrent 
 zoneout, backends): no block scans on its own. Where the paper's recurrence reads different
 inputs for different gates (mLSTM: q and k from the convolved branch, v from the plain one;
 sLSTM: i and f from the convolved branch), the block feeds the cell the concatenation of both
-branches and assembles the cell's fused input matrix `w_ih` from the paper's (block-diagonal,
-head-wise) projections, with zeros where a gate does not read a branch. The cell files are
-unchanged: the blocks build their cells' params from their own.
+branches, and the cell's input projection is the paper's head-wise one (`BlockMLSTM`,
+`BlockSLSTM`, `HawkRGLRU`: subclasses that override only `project_inputs`, computing the
+block-diagonal projections block by block, never the zeros of a dense fused `w_ih`). The cell
+files are unchanged: the blocks build their cells' params from their own.
 
 Kinds (`BLOCK_KINDS`; `Backbone.block`):
 
@@ -59,8 +60,7 @@ Differences from the papers' code (recurrentgemma; NX-AI/xlstm; BorealisAI/minRN
 deliberate:
     - Hawk: the embedding is not scaled by sqrt(width) (the models' embedding is shared with the
       plain stack); at a packed-sequence reset the RG-LRU keeps its normaliser sqrt(1 - a_t^2)
-      (recurrentgemma sets it to 1; the cell's choice, `rnnlab.cells.rglru`); the cell's `u`
-      projection, held at the identity, costs one extra `[n, n]` matmul (values exact); the MLP
+      (recurrentgemma sets it to 1; the cell's choice, `rnnlab.cells.rglru`); the MLP
       kernels start with fan-in `width` (recurrentgemma's stacked `[2, d, e]` Einsum counts 2d);
       Hawk's blocks only, no local-attention blocks (Griffin).
     - mLSTM: the cell's output gate is held at sigma(0) = 1/2 and the block doubles its output
@@ -99,6 +99,7 @@ convolved with a later one's (recurrentgemma's document mask), in the window car
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -152,13 +153,25 @@ def head_norm(x: Array, weight: Array, heads: int, eps: float = 1e-5) -> Array:
     return normed * along_last(1.0 + weight, x)
 
 
-def block_diagonal(blocks: Array) -> Array:
-    """`[n, i, o]` blocks -> the `[n*i, n*o]` block-diagonal matrix (`x @ M` applies block `j`
-    to the `j`-th slice of `x`): xLSTM's `LinearHeadwiseExpand`, recurrentgemma's
-    `BlockDiagonalLinear`, as one dense matrix the cell's fused projection can hold."""
+def headwise(xs: Array, blocks: Array) -> Array:
+    """`xs @ blockdiag(blocks)` without the zeros: `[..., n*i]` with `[n, i, o]` blocks ->
+    `[..., n*o]`, block `j` applied to the `j`-th slice of `xs` (xLSTM's `LinearHeadwiseExpand`,
+    recurrentgemma's `BlockDiagonalLinear`)."""
     n, i, o = blocks.shape
-    eye = jnp.eye(n, dtype=blocks.dtype)
-    return jnp.einsum("nio,nm->nimo", blocks, eye).reshape(n * i, n * o)
+    lead = xs.shape[:-1]
+    heads_first = jnp.moveaxis(xs.reshape(-1, n, i), 1, 0)  # [n, rows, i]
+    # the head axis leading: XLA's CPU batched matmul; twice as fast as "...ni,nio->...no"
+    out = jax.lax.dot_general(heads_first, blocks, (((2,), (1,)), ((0,), (0,))))  # [n, rows, o]
+    return jnp.moveaxis(out, 0, 1).reshape(*lead, n * o)
+
+
+def projection_marker(input_size: int, dtype: Any) -> Array:
+    """The empty `w_ih: [0, input_size]` of a block's cell whose input projection is the
+    block's own, structured one (`HawkRGLRU`, `BlockMLSTM`, `BlockSLSTM`): the layer reads the
+    input width from it, and no multiply-add is spent on the zeros a dense fused matrix would
+    hold (in the xLSTM blocks most of them: head-wise 4 x 4 blocks, branches a gate does not
+    read)."""
+    return jnp.zeros((0, input_size), dtype)
 
 
 def causal_conv(
@@ -360,6 +373,67 @@ def check_blocks(
         )
 
 
+# ------------------------------------------------------------- the blocks' structured cells
+
+
+def as_block_cell(cls: type, cell: Cell) -> Cell:
+    """`cell`'s settings on `cls`, one of the block cells below (a subclass of its class)."""
+    return cls(**{f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)})
+
+
+@dataclasses.dataclass(frozen=True)
+class HawkRGLRU(RGLRUCell):
+    """The RG-LRU of Hawk's block: the gates' block-diagonal projections (`w_a`, `w_x`:
+    `[heads, n/heads, n/heads]`, biases `b_a`, `b_x`) computed head-wise, and `u = x`, the
+    convolved branch itself (no matmul); params `{w_ih: marker, w_a, b_a, w_x, b_x, a_param}`.
+    Equal to the `RGLRUCell` with the dense fused `w_ih = [blockdiag(w_a); blockdiag(w_x); I]`."""
+
+    linear_recurrence = True
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        r = headwise(xs, params["w_a"]) + along_last(params["b_a"], xs)
+        i = headwise(xs, params["w_x"]) + along_last(params["b_x"], xs)
+        return jnp.concatenate([r, i, xs], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockMLSTM(MLSTMCell):
+    """The mLSTM of xLSTM's mLSTM block, reading `[c; u]` (convolved; plain branch): q, k from
+    `c` and v from `u` through head-wise 4 x 4 blocks (`qkv`: `q, k, v: [inner/4, 4, 4]`), the
+    output gate's pre-activation 0 (`sigma(0)`, undone by the block), and the scalar gates
+    `i~ = w_i [q; k; v] + b_i`, `f~ = w_f [q; k; v] + b_f` (`gates`); params
+    `{w_ih: marker, qkv, gates}`. Equal to the `MLSTMCell` with the dense fused `w_ih` that holds
+    these blocks and zeros."""
+
+    chunkwise = MLSTMCell.chunkwise
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        inner, qkv, gates = self.hidden_size, params["qkv"], params["gates"]
+        c, u = xs[..., :inner], xs[..., inner:]
+        q, k, v = headwise(c, qkv["q"]), headwise(c, qkv["k"]), headwise(u, qkv["v"])
+        heads_in = jnp.concatenate([q, k, v], axis=-1)
+        w = jnp.concatenate([gates["w_i"], gates["w_f"]])  # [2 heads, 3 inner]
+        b = jnp.concatenate([gates["b_i"], gates["b_f"]])
+        scalar_gates = heads_in @ w.T + along_last(b, heads_in)  # i~, f~
+        return jnp.concatenate([heads_in, jnp.zeros_like(q), scalar_gates], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSLSTM(SLSTMCell):
+    """The sLSTM of xLSTM's sLSTM block, reading `[c; n]` (convolved; normed input): i and f
+    from `c`, z and o from `n`, each through the head-wise `proj` blocks (`[heads, d_h, d_h]`,
+    `x @ W` oriented), plus `b`; params `{w_ih: marker, proj, b, r or w_hh}`. Equal to the
+    `SLSTMCell` with the dense fused `w_ih` that holds these blocks and zeros."""
+
+    def project_inputs(self, params: Params, xs: Array) -> Array:
+        d, proj = self.hidden_size, params["proj"]
+        c, n = xs[..., :d], xs[..., d:]
+        gates = [headwise(c, proj["i"]), headwise(c, proj["f"])]
+        gates += [headwise(n, proj["z"]), headwise(n, proj["o"])]
+        projected = jnp.concatenate(gates, axis=-1)
+        return projected + along_last(params["b"], projected)
+
+
 # ------------------------------------------------------------------------------ modules
 
 
@@ -494,8 +568,8 @@ class HawkBlock(_Block):
 
     With an `RGLRUCell` the recurrence is the paper's RG-LRU on the convolved branch `x`:
     `r = sigma(W_a x + b_a)`, `i = sigma(W_x x + b_x)` with block-diagonal `W_a`, `W_x`
-    (`num_heads` blocks), `h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t)`; the cell's own `u`
-    projection is held at the identity (it is not a parameter here). Params: `rg_lru` =
+    (`num_heads` blocks), `h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t)` (`HawkRGLRU`: the
+    cell's `u` is `x` itself, no parameter and no matmul). Params: `rg_lru` =
     `{w_a, b_a, w_x, b_x, a_param}` (`w_*: [heads, n/heads, n/heads]`). Another cell gets
     `cell.init(key, lru_width)` under `cell`.
     """
@@ -523,6 +597,7 @@ class HawkBlock(_Block):
         )
         if isinstance(cell, RGLRUCell):
             params = self.rg_lru_params(cell, lru)
+            cell = as_block_cell(HawkRGLRU, cell)
         else:
             params = self.param("cell", cell.init, lru)
         cell_carry, ys = self.recur(cell, params, branch, lengths, resets, cell_carry, train)
@@ -535,7 +610,7 @@ class HawkBlock(_Block):
         return _join_carry(window, cell_carry), x
 
     def rg_lru_params(self, cell: RGLRUCell, lru: int) -> Params:
-        """The RGLRUCell's params from the block's RG-LRU: block-diagonal gates, `u = x`."""
+        """`HawkRGLRU`'s params: the block's RG-LRU (block-diagonal gates, `u = x`)."""
         heads = self.num_heads
         size = lru // heads
 
@@ -551,21 +626,17 @@ class HawkBlock(_Block):
             }
 
         p = self.param("rg_lru", init)
-        identity = jnp.eye(lru, dtype=p["w_a"].dtype)
-        w_ih = jnp.concatenate([block_diagonal(p["w_a"]).T, block_diagonal(p["w_x"]).T, identity])
-        b = jnp.concatenate([p["b_a"], p["b_x"], jnp.zeros_like(p["b_x"])])
-        return {"w_ih": w_ih, "b": b, "a_param": p["a_param"]}
+        return {"w_ih": projection_marker(lru, p["w_a"].dtype), **p}
 
 
 class MLSTMBlock(_Block):
     """xLSTM's mLSTM block (Beck et al. 2024, Figure 10; the xLSTM code's `mLSTMLayer` inside
     `xLSTMBlock`). See the module docstring for the equations.
 
-    The `MLSTMCell` reads `[c; u]` (convolved; plain): its fused `w_ih` rows are q = `[W_q, 0]`,
-    k = `[W_k, 0]`, v = `[0, W_v]` (head-wise blocks of 4), the gates `i~ = w_i [q; k; v] + b_i`
-    and `f~ = w_f [q; k; v] + b_f` (so their rows are `w_i @ [Q; K; V]`), and an output gate held
-    at `sigma(0) = 1/2` that the block undoes (times 2, exact): the block's output gate is
-    `swish(z)`. Params: `proj_up`, `conv_w`/`conv_b`, `qkv` (`w_q, w_k, w_v:
+    The mLSTM (`BlockMLSTM`) reads `[c; u]` (convolved; plain): q, k from `c`, v from `u`
+    (head-wise blocks of 4), the gates `i~ = w_i [q; k; v] + b_i` and `f~ = w_f [q; k; v] + b_f`,
+    and an output gate held at `sigma(0) = 1/2` that the block undoes (times 2, exact): the
+    block's output gate is `swish(z)`. Params: `proj_up`, `conv_w`/`conv_b`, `qkv` (`w_q, w_k, w_v:
     [inner/4, 4, 4]`), `gates` (`w_i, w_f: [heads, 3 inner]`, `b_i, b_f: [heads]`),
     `outnorm`, `skip`, `proj_down`, `norm`.
     """
@@ -589,8 +660,8 @@ class MLSTMBlock(_Block):
         c, window = self.conv(u, window, lengths, resets, conv_init, conv_init)
         c = jax.nn.silu(c)
         cell_carry, h = self.recur(
-            cell, self.cell_params(cell, d), jnp.concatenate([c, u], -1), lengths, resets,
-            cell_carry, train,
+            as_block_cell(BlockMLSTM, cell), self.cell_params(cell, d),
+            jnp.concatenate([c, u], -1), lengths, resets, cell_carry, train,
         )  # fmt: skip
         h = head_norm(2.0 * h, self.param("outnorm", nn.initializers.zeros, (inner,)), heads)
         skip = self.param("skip", nn.initializers.ones, (inner,))
@@ -624,32 +695,20 @@ class MLSTMBlock(_Block):
 
         qkv = self.param("qkv", qkv_init)
         gates = self.param("gates", gates_init)
-        zeros = jnp.zeros((inner, inner), qkv["q"].dtype)
-        q = jnp.concatenate([block_diagonal(qkv["q"]).T, zeros], axis=1)  # [inner, 2 inner]
-        k = jnp.concatenate([block_diagonal(qkv["k"]).T, zeros], axis=1)
-        v = jnp.concatenate([zeros, block_diagonal(qkv["v"]).T], axis=1)
-        qkv_rows = jnp.concatenate([q, k, v])
-        w_ih = jnp.concatenate(
-            [qkv_rows, jnp.zeros_like(q), gates["w_i"] @ qkv_rows, gates["w_f"] @ qkv_rows]
-        )
-        b = jnp.concatenate(
-            [jnp.zeros((4 * inner,), gates["b_i"].dtype), gates["b_i"], gates["b_f"]]
-        )
-        return {"w_ih": w_ih, "b": b}
+        return {"w_ih": projection_marker(2 * inner, qkv["q"].dtype), "qkv": qkv, "gates": gates}
 
 
 class SLSTMBlock(_Block):
     """xLSTM's sLSTM block (Beck et al. 2024, Figure 9; the xLSTM code's `sLSTMLayer` inside
     `xLSTMBlock` with its gated feed-forward). See the module docstring for the equations.
 
-    The `SLSTMCell` reads `[c; n]` (convolved; normed input): its fused `w_ih` rows are
-    i = `[W_i, 0]`, f = `[W_f, 0]`, z = `[0, W_z]`, o = `[0, W_o]` (head-wise, the cell's
-    `num_heads` blocks, no bias); its block-diagonal recurrent matrices are the cell's own (`r`,
-    or `w_hh` for one head), zeros at first as xLSTM's `recurrent_weight_init="zeros"`; its `b`
-    the cell's bias (forget gate: `slstm_forget_bias`). Params: `norm`, `conv_w`/`conv_b`,
-    `proj` (`i, f, z, o: [heads, d_h, d_h]`, `x @ W` oriented), `recurrent`
-    (`[4, heads, d_h, d_h]`, each block `[out, in]` as the cell's `r`), `bias` (`[4 d]`),
-    `group_norm`, `ffn_norm`, `mlp`.
+    The sLSTM (`BlockSLSTM`) reads `[c; n]` (convolved; normed input): i and f from `c`, z and o
+    from `n` (head-wise, the cell's `num_heads` blocks, no bias); its block-diagonal recurrent
+    matrices are the cell's own (`r`, or `w_hh` for one head), zeros at first as xLSTM's
+    `recurrent_weight_init="zeros"`; its `b` the cell's bias (forget gate: `slstm_forget_bias`).
+    Params: `norm`, `conv_w`/`conv_b`, `proj` (`i, f, z, o: [heads, d_h, d_h]`, `x @ W`
+    oriented), `recurrent` (`[4, heads, d_h, d_h]`, each block `[out, in]` as the cell's `r`),
+    `bias` (`[4 d]`), `group_norm`, `ffn_norm`, `mlp`.
     """
 
     @nn.compact
@@ -669,8 +728,8 @@ class SLSTMBlock(_Block):
         c, window = self.conv(normed, window, lengths, resets, conv_init, conv_init)
         c = jax.nn.silu(c)
         cell_carry, h = self.recur(
-            cell, self.cell_params(cell, d), jnp.concatenate([c, normed], -1), lengths, resets,
-            cell_carry, train,
+            as_block_cell(BlockSLSTM, cell), self.cell_params(cell, d),
+            jnp.concatenate([c, normed], -1), lengths, resets, cell_carry, train,
         )  # fmt: skip
         h = head_norm(h, self.param("group_norm", nn.initializers.zeros, (d,)), heads)
         x = x + self.drop(h, train)
@@ -698,17 +757,7 @@ class SLSTMBlock(_Block):
         proj = self.param("proj", proj_init)
         recurrent = self.param("recurrent", nn.initializers.zeros, (4, heads, size, size))
         bias = self.param("bias", bias_init)
-        zeros = jnp.zeros((d, d), proj["i"].dtype)
-        rows = lambda g: block_diagonal(proj[g]).T  # [d_out, d_in]
-        w_ih = jnp.concatenate(
-            [
-                jnp.concatenate([rows("i"), zeros], axis=1),
-                jnp.concatenate([rows("f"), zeros], axis=1),
-                jnp.concatenate([zeros, rows("z")], axis=1),
-                jnp.concatenate([zeros, rows("o")], axis=1),
-            ]
-        )
-        params = {"w_ih": w_ih, "b": bias}
+        params = {"w_ih": projection_marker(2 * d, proj["i"].dtype), "proj": proj, "b": bias}
         if cell.recurrent_matrix:  # one head: the layer's dense recurrent matrix, gate-major rows
             params["w_hh"] = recurrent.reshape(4 * d, d)
         else:  # the cell's block-diagonal heads, `r: [4, heads, out, in]`
