@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ett mr char adding copy adding400 recurrences. Logs: logs/<study>.log. Then:
+# Studies: ptb ett mr char adding copy adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,11 @@ for study in "${studies[@]}"; do
       trainer.steps=6000 hydra.sweep.dir=multirun/adding_long_lags/lstm_t400_6000steps ;;
     # Eight recurrences at matched parameter counts on six generated tasks, two jobs at a time.
     recurrences) run recurrences -m experiment=study_recurrences hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ett mr char adding copy adding400 recurrences)"; exit 2 ;;
+    # minGRU, minLSTM, LSTM, GRU in Feng et al.'s block on Tiny Shakespeare, nanoGPT's protocol
+    # at a 2-core-CPU size (4 blocks of 192, batch 32, 1500 steps; the preset: 6 x 384, 64, 5000).
+    shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
+      model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
+      hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
+    *) echo "unknown study $study (ptb ett mr char adding copy adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done
