@@ -513,9 +513,16 @@ class _Block(nn.Module):
         resets: Array | None,
         carry: Carry | None,
         train: bool,
-    ) -> tuple[Carry, Array]:
+        carry_deltas: list[Carry] | None = None,
+        trace: bool = False,
+    ) -> tuple[Carry, Array] | tuple[Carry, Array, list[Any]]:
         """One unidirectional layer of `rnnlab.recurrence` (recurrent dropout and zoneout from
-        `options`, which need a `dropout` RNG when training)."""
+        `options`, which need a `dropout` RNG when training).
+
+        `carry_deltas` and `trace` are the diagnostics' view inside the block, as for a
+        `RecurrentStack` of one layer (`rnnlab.diagnostics.gradflow`): a one-element list of
+        carry perturbations, and with `trace` a third output, the one-element list of the
+        layer's `Trace`."""
         options = self.options
         backend = recurrence.backend_of(cell, params, xs, options)
         if (self.index, repr(cell), backend) not in _LOGGED_BACKENDS:  # once per process
@@ -523,7 +530,7 @@ class _Block(nn.Module):
             log.info("block_%d: %s", self.index, backend)
         stochastic = options.recurrent_dropout > 0 or options.zoneout > 0
         key = self.make_rng("dropout") if train and stochastic else None
-        return recurrence.run_layer(
+        out = recurrence.run_layer(
             cell,
             params,
             xs,
@@ -532,7 +539,13 @@ class _Block(nn.Module):
             initial_carry=carry,
             options=options,
             key=key,
+            carry_deltas=None if carry_deltas is None else carry_deltas[0],
+            trace=trace,
         )
+        if trace:
+            carry, ys, layer_trace = out
+            return carry, ys, [layer_trace]
+        return out
 
     def conv(
         self,

@@ -137,6 +137,37 @@ def test_model_grad_flow_perturbs_nothing_and_covers_every_layer() -> None:
     assert all(v.shape == (10,) and np.all(np.isfinite(v)) for v in series.values())
 
 
+def test_model_grad_flow_and_gate_traces_see_inside_residual_blocks() -> None:
+    """An xLSTM[1:1] stack (an mLSTM block, then an sLSTM block): each block's recurrence is
+    perturbed and traced like a one-layer stack, named after its block. The sLSTM's recurrent
+    blocks start at zero (xLSTM's init), so no gradient reaches its h before the last step."""
+    from rnnlab.cells.mlstm import MLSTMCell
+
+    task = AddingTask(0, 4, length=10, eval_batches=1, eval_batch_size=4)
+    fields = {"block": "xlstm", "num_layers": 2, "slstm_at": [1], "embed_dim": 8, "num_heads": 2}
+    model = task.build_model(MLSTMCell(8, num_heads=2), fields)
+    params = task.init_params(model, jax.random.PRNGKey(0))
+    batch = task.eval_batches("valid")[0]
+    loss, _ = task.loss(model, params, batch, None, None)
+    calls = stack_calls(task, model, params, batch)
+    assert [(c.name, type(c.cell).__name__, c.block) for c in calls] == [
+        ("stack/block_0", "BlockMLSTM", True),
+        ("stack/block_1", "BlockSLSTM", True),
+    ]
+    perturbed = perturbed_loss(task, model, params, batch, zero_deltas(calls))
+    np.testing.assert_allclose(perturbed, loss, rtol=1e-6)
+    series = model_grad_flow(task, model, params, batch)
+    assert set(series) == {f"stack/block_0/{leaf}" for leaf in ("input", "C", "n", "m", "h")} | {
+        f"stack/block_1/{leaf}" for leaf in ("input", "c", "n", "m", "h")
+    }
+    assert all(v.shape == (10,) and np.all(np.isfinite(v)) for v in series.values())
+    assert series["stack/block_0/C"][0] > 0 and series["stack/block_1/c"][0] > 0
+    assert not np.any(series["stack/block_1/h"][:-1]) and series["stack/block_1/h"][-1] > 0
+    traces = model_gate_traces(task, model, params, batch)
+    assert set(traces) == {"stack/block_0", "stack/block_1"}
+    assert {"input", "forget", "output", "h", "y"} <= set(traces["stack/block_1"])
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two tiny debug runs of the runner (one multirun, one process): LSTM + attention pooling

@@ -14,7 +14,10 @@ Two levels:
 `model_grad_flow` needs no change to the models: a Flax method interceptor adds a zero
 perturbation to each `RecurrentStack`'s input and passes zero `carry_deltas` to its layers (the
 layers' own option, `rnnlab.recurrence.run`); the gradient with respect to those zeros is
-`d loss / d x_t` and `d loss / d carry_t`. Norms are per example (the gradient of
+`d loss / d x_t` and `d loss / d carry_t`. In a residual block stack (`rnnlab.blocks`) the same
+happens to each block's recurrence (`_Block.recur`, one layer: its input is what the block feeds
+the cell, e.g. the normed or convolved stream), so a block model's series are
+`"<stack>/block_<i>/input"` and `"<stack>/block_<i>/<leaf>"`. Norms are per example (the gradient of
 the batch-mean loss times the batch size), averaged over the examples for which t is a valid step.
 """
 
@@ -32,6 +35,7 @@ import numpy as np
 
 from rnnlab import recurrence
 from rnnlab.attention import lengths_to_mask
+from rnnlab.blocks import BLOCKS
 from rnnlab.cells.base import Cell
 from rnnlab.data import synthetic
 from rnnlab.diagnostics.traces import carry_leaf_names, named_trace
@@ -132,45 +136,71 @@ def adding_grad_flow(
 
 
 class StackCall(NamedTuple):
-    """One call of a `RecurrentStack` inside a model.
+    """One call of a recurrence inside a model: a `RecurrentStack`, or one residual block's
+    recurrence (`rnnlab.blocks`, one unidirectional layer).
 
     Attributes:
-        name: the module path, e.g. "stack", "encoder", "decoder" (`#2`, `#3`... for the second
-            and later calls of one module).
-        stack: the (unbound) module's settings.
-        xs: `[b, t, d]` the stack's input.
+        name: the module path, e.g. "stack", "encoder", "decoder", "stack/block_0" (`#2`, `#3`...
+            for the second and later calls of one module).
+        cell: the recurrence's cell.
+        bidirectional: whether its layers run both directions.
+        num_layers: its layers (1 for a block).
+        block: a block's recurrence (its series are named after the block, with no layer).
+        xs: `[b, t, d]` its input.
         lengths: `[b]` its valid steps, or None.
     """
 
     name: str
-    stack: RecurrentStack
+    cell: Cell
+    bidirectional: bool
+    num_layers: int
+    block: bool
     xs: Array
     lengths: Array | None
 
 
 _STACK_SIGNATURE = inspect.signature(RecurrentStack.__call__)
+_BLOCK_SIGNATURE = inspect.signature(BLOCKS["prenorm"].recur)  # every kind's: `_Block.recur`
 
-OnStackCall = Callable[[str, RecurrentStack, dict[str, Any], Callable[..., Any]], Any]
-"""`(name, module, call arguments by name, the call) -> what the model receives`."""
+OnStackCall = Callable[[str, StackCall, dict[str, Any], Callable[..., Any]], Any]
+"""`(name, the call's settings, its arguments by name, the call) -> what the model receives`.
+The call takes `carry_deltas` (a list per layer) and `trace` (then returns a third output, a
+list per layer), and `arguments` holds its `xs` and `lengths`."""
+
+
+def _recurrence_call(module: nn.Module, method: str) -> inspect.Signature | None:
+    """The signature of the call the diagnostics intercept, or None for any other call."""
+    if isinstance(module, RecurrentStack) and method == "__call__":
+        return _STACK_SIGNATURE
+    if isinstance(module, tuple(BLOCKS.values())) and method == "recur":
+        return _BLOCK_SIGNATURE
+    return None
 
 
 @contextmanager
 def intercepting_stacks(on_call: OnStackCall) -> Iterator[None]:
-    """Within the block, every `RecurrentStack.__call__` goes through `on_call`, which may change
-    the arguments (e.g. add `carry_deltas` or `trace`, see `rnnlab.recurrence.run_stack`) before
-    making the call itself: the model code stays as it is."""
+    """Within the block, every `RecurrentStack.__call__` and every residual block's recurrence
+    (`recur`) go through `on_call`, which may change the arguments (e.g. add
+    `carry_deltas` or `trace`, see `rnnlab.recurrence.run_stack`) before making the call
+    itself: the model code stays as it is."""
     counts: dict[str, int] = {}
 
     def interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         module = context.module
-        if not (isinstance(module, RecurrentStack) and context.method_name == "__call__"):
+        signature = _recurrence_call(module, context.method_name)
+        if signature is None:
             return next_fun(*args, **kwargs)
-        arguments = _STACK_SIGNATURE.bind(None, *args, **kwargs).arguments
+        arguments = signature.bind(None, *args, **kwargs).arguments
         arguments.pop("self")
         path = "/".join(str(p) for p in module.scope.path) or "stack"
         counts[path] = counts.get(path, 0) + 1
         name = path if counts[path] == 1 else f"{path}#{counts[path]}"
-        return on_call(name, module, arguments, next_fun)
+        if isinstance(module, RecurrentStack):
+            settings = (module.cell, module.bidirectional, module.num_layers, False)
+        else:
+            settings = (arguments["cell"], False, 1, True)
+        call = StackCall(name, *settings, arguments["xs"], arguments.get("lengths"))
+        return on_call(name, call, arguments, next_fun)
 
     with nn.intercept_methods(interceptor):
         yield
@@ -183,12 +213,12 @@ def _evaluation_loss(task: Task, model: nn.Module, params: Params, batch: Batch)
 
 
 def stack_calls(task: Task, model: nn.Module, params: Params, batch: Batch) -> list[StackCall]:
-    """The `RecurrentStack` calls of the task's evaluation loss on `batch`, in call order."""
+    """The recurrences the task's evaluation loss runs on `batch` (`RecurrentStack` calls and
+    block recurrences), in call order."""
     calls: list[StackCall] = []
 
-    def record(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
-        stack = module.clone(parent=None)
-        calls.append(StackCall(name, stack, arguments["xs"], arguments.get("lengths")))
+    def record(name: str, settings: StackCall, arguments: dict, call: Callable) -> Any:
+        calls.append(settings)
         return call(**arguments)
 
     with intercepting_stacks(record):
@@ -206,7 +236,7 @@ def perturbed_loss(
     """The task's evaluation loss with every recurrent stack's input and layer carries shifted by
     `deltas[name] = {"input": [b, t, d], "layers": [...]}` (see `zero_deltas`)."""
 
-    def perturb(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
+    def perturb(name: str, settings: StackCall, arguments: dict, call: Callable) -> Any:
         delta = deltas[name]
         arguments["xs"] = arguments["xs"] + delta["input"]
         return call(**arguments, carry_deltas=delta["layers"])
@@ -220,21 +250,25 @@ def zero_deltas(calls: list[StackCall]) -> dict[str, Any]:
     deltas = {}
     for call in calls:
         batch, time = call.xs.shape[:2]
-        one = _zero_deltas(call.stack.cell, batch, time, call.xs.dtype)
-        layer = (one, one) if call.stack.bidirectional else one
+        one = _zero_deltas(call.cell, batch, time, call.xs.dtype)
+        layer = (one, one) if call.bidirectional else one
         deltas[call.name] = {
             "input": jnp.zeros_like(call.xs),
-            "layers": [layer for _ in range(call.stack.num_layers)],
+            "layers": [layer for _ in range(call.num_layers)],
         }
     return deltas
 
 
-def _per_direction(stack: RecurrentStack, name: str, layers: list[Any]) -> Iterator[tuple]:
+def _per_direction(call: StackCall, name: str, layers: list[Any]) -> Iterator[tuple]:
     """`(series prefix, value)` per layer and direction of a stack call: `<name>/layer_<l>` and
-    `<name>/layer_<l>/backward`, the names the run's params and log use."""
+    `<name>/layer_<l>/backward`, the names the run's params and log use; a block's recurrence
+    (one layer) is `<name>` itself (`stack/block_0`)."""
+    if call.block:
+        yield name, layers[0]
+        return
     for index, layer in enumerate(layers):
         prefix = f"{name}/{recurrence.layer_name(index)}"
-        if stack.bidirectional:
+        if call.bidirectional:
             yield prefix, layer[0]
             yield f"{prefix}/backward", layer[1]
         else:
@@ -254,10 +288,12 @@ def model_grad_flow(task: Task, model: nn.Module, params: Params, batch: Batch) 
         `"<stack>/input"`: `||dL/dx_t||` (the stack's input: embedding or features) and
         `"<stack>/layer_<l>[/backward]/<leaf>"`: `||dL/dcarry_t||` (`h`; `c` for the LSTM),
         each `[t]`; `<stack>` is the module name ("stack"; "encoder", "decoder" for Seq2Seq).
+        In a residual block stack: `"<stack>/block_<i>/input"` (what the block feeds its cell)
+        and `"<stack>/block_<i>/<leaf>"`.
     """
     calls = stack_calls(task, model, params, batch)
     if not calls:
-        raise ValueError(f"{type(model).__name__} has no RecurrentStack to analyse")
+        raise ValueError(f"{type(model).__name__} has no recurrence to analyse")
     scale = float(_batch_size(batch))
     loss = lambda deltas: perturbed_loss(task, model, params, batch, deltas) * scale
     grads = jax.jit(jax.grad(loss))(zero_deltas(calls))
@@ -266,8 +302,8 @@ def model_grad_flow(task: Task, model: nn.Module, params: Params, batch: Batch) 
         time = call.xs.shape[1]
         valid = None if call.lengths is None else lengths_to_mask(call.lengths, time)
         series[f"{call.name}/input"] = per_step_norms(grads[call.name]["input"], valid)
-        for prefix, grad in _per_direction(call.stack, call.name, grads[call.name]["layers"]):
-            series.update(_carry_series(call.stack.cell, prefix, grad, valid))
+        for prefix, grad in _per_direction(call, call.name, grads[call.name]["layers"]):
+            series.update(_carry_series(call.cell, prefix, grad, valid))
     return series
 
 
@@ -323,17 +359,18 @@ def model_gate_traces(
     """Gate activations and states of every recurrent layer of a model on `batch`.
 
     Returns:
-        `"<stack>/layer_<l>[/backward]"` -> name -> `[b, t, h]` (see `traces.gate_trace`:
+        `"<stack>/layer_<l>[/backward]"` (`"<stack>/block_<i>"` in a block stack) -> name ->
+        `[b, t, h]` (see `traces.gate_trace`:
         gates, carry leaves such as `c` and `h`, and the layer output `y`).
     """
 
     def collect(params: Params) -> dict[str, dict[str, Array]]:
         named: dict[str, dict[str, Array]] = {}
 
-        def trace(name: str, module: RecurrentStack, arguments: dict, call: Callable) -> Any:
+        def trace(name: str, settings: StackCall, arguments: dict, call: Callable) -> Any:
             carries, ys, layers = call(**arguments, trace=True)
-            for prefix, layer in _per_direction(module, name, layers):
-                named[prefix] = named_trace(module.cell, layer)
+            for prefix, layer in _per_direction(settings, name, layers):
+                named[prefix] = named_trace(settings.cell, layer)
             return carries, ys
 
         with intercepting_stacks(trace):
