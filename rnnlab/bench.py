@@ -433,30 +433,10 @@ def build_rnnlab(config: Config, mode: str, vjp: str = "custom", **options: Any)
     return _jax_step(apply, params, config, mode)
 
 
-def _build_cudnn(config: Config, mode: str) -> Built | Skipped:
-    """rnnlab with `backend="cudnn"`: where cuDNN runs the cell (plain LSTM, CUDA)."""
-    import jax.numpy as jnp
-
-    from rnnlab.kernels import cudnn
-
-    reason = cudnn.unsupported_reason(
-        config.make_cell(),
-        jnp.zeros((1, 1, config.input), jnp.float32),
-        resets=None,
-        recurrent_mask=None,
-        zoneout_keep=None,
-        vjp="custom",
-        input_projection="hoisted",
-    )
-    if reason is not None:
-        return Skipped(reason)
-    return build_rnnlab(config, mode, backend="cudnn")
-
-
 def _build_parallel(config: Config, mode: str, backend: str) -> Built | Skipped:
     """rnnlab with a backend only some cells have (`associative`: linear recurrences;
-    `log_space`: minGRU / minLSTM with the positive candidate; `chunkwise`: mLSTM), skipped
-    with the dispatch's own reason for any other cell."""
+    `log_space`: minGRU / minLSTM with the positive candidate; `chunkwise`: mLSTM; `cudnn`: a
+    plain LSTM, on CUDA), skipped with the dispatch's own reason for any other cell."""
     import jax
     import jax.numpy as jnp
 
@@ -718,13 +698,12 @@ def build_torch_mingru(config: Config, mode: str, scan: str) -> Built | Skipped:
 IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Skipped]]] = {
     "rnnlab": (None, build_rnnlab),
     "rnnlab-xla": (None, lambda c, m: build_rnnlab(c, m, backend="xla")),
-    "rnnlab-cudnn": (None, _build_cudnn),
     **{
         f"rnnlab-{backend.replace('_', '-')}": (
             None,
             functools.partial(_build_parallel, backend=backend),
         )
-        for backend in ("associative", "log_space", "chunkwise")
+        for backend in ("cudnn", "associative", "log_space", "chunkwise")
     },
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),

@@ -40,6 +40,8 @@ carry, which may have any sign, is added outside the logs: `h_t = exp(lb_t) + ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -112,23 +114,33 @@ def run_log_space(
     cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux
 ) -> tuple[Array, Array]:
     """`run` in log space (module docstring): `(final carry [b, h], ys [t, b, h])`."""
-    if xs.shape[1] == 0:
-        return carry0, jnp.zeros((0, *carry0.shape), carry0.dtype)
-    log_a, log_b = log_coefficients(cell, params, xs, aux)
-    log_prod, log_h = jax.lax.associative_scan(log_combine, (log_a, log_b), axis=0)
-    hs = jnp.exp(log_h) + jnp.exp(log_prod) * carry0[None].astype(log_h.dtype)
-    carries = hs.astype(carry0.dtype)
-    ys = carries if aux.valid is None else carries * aux.valid[..., None].astype(carries.dtype)
-    return carries[-1], ys
+
+    def states() -> Array:
+        log_a, log_b = log_coefficients(cell, params, xs, aux)
+        log_prod, log_h = jax.lax.associative_scan(log_combine, (log_a, log_b), axis=0)
+        return jnp.exp(log_h) + jnp.exp(log_prod) * carry0[None].astype(log_h.dtype)
+
+    return _outputs(cell, states, xs, carry0, aux)
 
 
 def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tuple[Array, Array]:
     """`(final carry [b, h], ys [t, b, h])` of a linear cell over `xs: [b, t, d]`."""
+
+    def states() -> Array:
+        a, b = coefficients(cell, params, xs, carry0, aux)
+        return jax.lax.associative_scan(combine, (a, b), axis=0)[1]
+
+    return _outputs(cell, states, xs, carry0, aux)
+
+
+def _outputs(
+    cell: Cell, states: Callable[[], Array], xs: Array, carry0: Array, aux: StepAux
+) -> tuple[Array, Array]:
+    """`(final carry, ys)` from the scanned `h_t` (`states()`, `[t, b, n]`; not called for an
+    empty sequence): carries in the carry's dtype, outputs zero at padded steps."""
     if xs.shape[1] == 0:
         return carry0, jnp.zeros((0, *carry0.shape), carry0.dtype)
-    a, b = coefficients(cell, params, xs, carry0, aux)
-    _, hs = jax.lax.associative_scan(combine, (a, b), axis=0)
-    carries = cell.carry_of(hs).astype(carry0.dtype)  # type: ignore[attr-defined]
+    carries = cell.carry_of(states()).astype(carry0.dtype)  # type: ignore[attr-defined]
     ys = carries if aux.valid is None else carries * aux.valid[..., None].astype(carries.dtype)
     return carries[-1], ys
 
