@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <sched.h>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -82,12 +83,13 @@ inline bool packed_enabled() {
 
 // ----------------------------------------------------------------------------- threading
 //
-// A step has two parallel phases (the sgemm, split by output columns; the gate math, split by
-// batch rows) separated by barriers. The calling thread publishes each phase and claims its
-// chunks itself; one helper task on XLA's intra-op thread pool joins when a pool thread is free
-// and claims chunks too. Nothing ever waits for the helper to *start* (the pool may be busy, e.g.
-// with the other direction of a bidirectional layer), so there is no deadlock and no extra
-// thread: BLAS runs single-threaded inside each chunk (set by the Python loader).
+// Two threads share a call (`Split` below says how): the calling thread publishes each phase of
+// work and claims its chunks itself; one helper task on XLA's intra-op thread pool joins when a
+// pool thread is free and claims chunks too. Nothing ever waits for the helper to *start* (the
+// pool may be busy, e.g. with the other direction of a bidirectional layer), so there is no
+// deadlock and no extra thread: BLAS runs single-threaded inside each chunk (set by the Python
+// loader). With the row split a call is one phase of two chunks (each a whole recurrence over
+// half the batch); with the column split every step is two phases separated by barriers.
 
 struct Team {
   std::atomic<uint64_t> state{0};  // (phase << 32) | next unclaimed chunk
@@ -96,6 +98,7 @@ struct Team {
   std::atomic<const std::function<void(int)>*> fn{nullptr};
   std::atomic<int> helper{0};  // 0 not started, 1 running, 2 gone
   std::atomic<bool> stop{false};
+  int caller_cpu = -1;  // where the calling thread ran when it scheduled the helper
 
   void work(uint64_t phase) {
     for (;;) {
@@ -123,15 +126,41 @@ inline void cpu_relax(int& spins) {
   }
 }
 
+// Moves the calling thread off `cpu` while it lives (when it runs there and another CPU is
+// allowed), restoring its CPU set afterwards. The scheduler tends to wake the helper on the
+// caller's own core, where the two spin on one core's time slices (measured: a third of the
+// calls, at about half the speed); two spinning threads need two cores.
+class AwayFrom {
+ public:
+  explicit AwayFrom(int cpu) {
+    if (cpu < 0 || sched_getcpu() != cpu || sched_getaffinity(0, sizeof(saved_), &saved_) != 0)
+      return;
+    cpu_set_t others = saved_;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) > 0 && sched_setaffinity(0, sizeof(others), &others) == 0) moved_ = true;
+  }
+  ~AwayFrom() {
+    if (moved_) sched_setaffinity(0, sizeof(saved_), &saved_);
+  }
+  AwayFrom(const AwayFrom&) = delete;
+  AwayFrom& operator=(const AwayFrom&) = delete;
+
+ private:
+  cpu_set_t saved_;
+  bool moved_ = false;
+};
+
 class Workers {
  public:
   Workers(ffi::ThreadPool& pool, bool parallel) {
     if (!parallel || pool.num_threads() < 2) return;
     team_ = std::make_shared<Team>();
+    team_->caller_cpu = sched_getcpu();
     std::shared_ptr<Team> team = team_;
     pool.Schedule([team]() {
       int idle = 0;
       if (!team->helper.compare_exchange_strong(idle, 1)) return;
+      AwayFrom away(team->caller_cpu);
       uint64_t seen = 0;
       int spins = 0;
       while (!team->stop.load(std::memory_order_acquire)) {
@@ -188,8 +217,27 @@ inline std::pair<int, int> chunk(int c, int n, int size, int align) {
   return {at(c), at(c + 1)};
 }
 
-// Two threads only pay off once a step has enough work (measured on 2 cores: ~b*g*h >= 2^18).
-inline bool worth_parallel(int B, int G, int H) { return int64_t(B) * G * H >= (1 << 18); }
+// How a call uses the second thread. kRows: each thread runs the whole recurrence for its own
+// batch rows (a row's next step needs only that row's carry, so the threads never wait for each
+// other; each reads all of W per step). kColumns: each step's product split by output columns
+// and the gate math by rows, two barriers a step (each thread reads half of W). Two threads only
+// pay off once a step has enough work (~b*g*h >= 2^18, measured on 2 cores); rows need a few
+// rows per thread to keep the register-blocked product efficient. RNNLAB_NATIVE_SPLIT=columns|
+// rows|none forces one (to measure).
+enum class Split { kNone, kRows, kColumns };
+
+inline Split choose_split(int B, int G, int H) {
+  static const int forced = [] {
+    const char* env = std::getenv("RNNLAB_NATIVE_SPLIT");
+    if (!env) return -1;
+    const std::string v(env);
+    return v == "none" ? 0 : v == "rows" ? 1 : v == "columns" ? 2 : -1;
+  }();
+  if (forced == 0 || B < 1 || int64_t(B) * G * H < (1 << 18)) return Split::kNone;
+  if (forced == 1 && B >= 2) return Split::kRows;
+  if (forced == 2) return Split::kColumns;
+  return B >= 8 ? Split::kRows : Split::kColumns;
+}
 
 // ----------------------------------------------------------------------------- one copy per ISA
 //

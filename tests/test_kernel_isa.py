@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rnnlab import kernels
@@ -30,11 +31,12 @@ needs_library = pytest.mark.skipif(
 )
 
 
-def _run_checks(isa: str) -> subprocess.Popen:
-    """`python -m tests.kernel_checks` with `RNNLAB_NATIVE_ISA=isa`, started (not waited for)."""
-    env = {**os.environ, kernels.ISA_ENV: isa, "JAX_PLATFORMS": "cpu"}
+def _run_checks(isa: str, *args: str, **env_vars: str) -> subprocess.Popen:
+    """`python -m tests.kernel_checks *args` with `RNNLAB_NATIVE_ISA=isa` (and `env_vars`),
+    started (not waited for)."""
+    env = {**os.environ, kernels.ISA_ENV: isa, "JAX_PLATFORMS": "cpu", **env_vars}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.kernel_checks"],
+        [sys.executable, "-m", "tests.kernel_checks", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,6 +61,40 @@ def test_every_isa_matches_scan_or_explains():
         assert report["errors"], "no cell declares a native kernel"
         worst = max(report["errors"].values())
         assert worst <= TOL, f"{isa}: {report['errors']}"
+
+
+SPLITS = ("none", "rows", "columns")
+"""`RNNLAB_NATIVE_SPLIT`: one thread; each thread the whole recurrence of its batch rows; each
+step's product split by columns and the gate math by rows (`choose_split`)."""
+
+
+@needs_library
+def test_thread_splits_match_scan_and_each_other(tmp_path):
+    """At sizes that take the kernel's second thread, every way of splitting the work matches the
+    scan; on the packed AVX-512 product each output element is summed in the same order
+    whichever thread computes it, so the three splits agree bit for bit."""
+    runs = {
+        split: _run_checks(
+            "auto", "--threaded", str(tmp_path / f"{split}.npz"), RNNLAB_NATIVE_SPLIT=split
+        )
+        for split in SPLITS
+    }
+    reports = {}
+    for split, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, f"{split}: exit {run.returncode}\n{err[-3000:]}"
+        reports[split] = json.loads(out.strip().splitlines()[-1])
+    if reports["none"]["reason"] is not None:
+        pytest.skip(reports["none"]["reason"])
+    for split, report in reports.items():
+        assert report["errors"], "no cell declares a native kernel"
+        assert max(report["errors"].values()) <= TOL, f"{split}: {report['errors']}"
+    if reports["none"]["isa"] != "avx512":
+        return  # BLAS may block a column chunk differently from the whole product
+    values = {split: np.load(tmp_path / f"{split}.npz") for split in SPLITS}
+    for split in ("rows", "columns"):
+        for name in values["none"].files:
+            np.testing.assert_array_equal(values[split][name], values["none"][name], err_msg=name)
 
 
 @needs_library

@@ -3,7 +3,9 @@
 Only the sequential part of a layer runs natively: per step one matrix product with the
 recurrent weights (a register-blocked AVX-512 kernel over weights packed once per call, or
 OpenBLAS from the `scipy-openblas32` wheel for other sizes) and the fused gate math, forward
-and backward, split over XLA's intra-op threads. The hoisted input projection and all weight
+and backward, on two of XLA's intra-op threads once a step is large enough: from batch 8 each
+thread runs the whole recurrence of half the batch rows (no synchronisation between steps), below
+it each step's product is split by columns. The hoisted input projection and all weight
 gradients stay in XLA, so `rnnlab.recurrence` uses these functions as a drop-in replacement for
 its scans inside the custom-VJP pass (`backend="auto"|"native"`).
 
@@ -14,7 +16,8 @@ built for any x86-64 and holds the kernels three times, for AVX-512, AVX2 and th
 Set `RNNLAB_NATIVE=0` to ignore a built library, `RNNLAB_NATIVE_ISA=avx512|avx2|scalar` to run
 another ISA (one the CPU supports; else `available()` is False and `unavailable_reason()` says
 why), `RNNLAB_NATIVE_GEMM=blas` to use OpenBLAS for every per-step product (for comparison with
-the packed kernel).
+the packed kernel), `RNNLAB_NATIVE_SPLIT=rows|columns|none` to force how a call uses the second
+thread (to measure; every split gives bit-identical results on the packed product).
 """
 
 from __future__ import annotations
