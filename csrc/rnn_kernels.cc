@@ -239,6 +239,16 @@ inline Split choose_split(int B, int G, int H) {
   return B >= 8 ? Split::kRows : Split::kColumns;
 }
 
+// Whether this CPU (and OS) runs AVX512_BF16's vdpbf16ps (the bfloat16 matmuls, AVX-512 path).
+bool bf16_supported() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+}
+
 // ----------------------------------------------------------------------------- one copy per ISA
 //
 // The target lists name exactly the features `supports_*` below checks.
@@ -322,19 +332,19 @@ std::string isa_names(bool supported_only) {
 ffi::Error Forward(ffi::ThreadPool pool, F32 P, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
                    F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 b_hn_b, F32 bias_b, Out ys, Out hT,
                    Out cT, Out hs_b, Out cs_b, Out hin_b, Out gates_b, Out aux_b, int32_t kind,
-                   int32_t batch_major) {
+                   int32_t batch_major, int32_t bf16) {
   return chosen.load(std::memory_order_relaxed)
       ->forward(pool, P, W, c0, h0, valid_b, reset_b, mask_b, keep_c_b, keep_h_b, b_hn_b, bias_b,
-                ys, hT, cT, hs_b, cs_b, hin_b, gates_b, aux_b, kind, batch_major);
+                ys, hT, cT, hs_b, cs_b, hin_b, gates_b, aux_b, kind, batch_major, bf16);
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, F32 W, F32 c0, F32 h0, F32 valid_b, F32 reset_b,
                     F32 mask_b, F32 keep_c_b, F32 keep_h_b, F32 gates_b, F32 aux_b, F32 hs_b,
                     F32 cs_b, F32 dys_b, F32 dhT, F32 dcT, Out dproj_b, Out drec_b, Out dh0,
-                    Out dc0, int32_t kind, int32_t batch_major) {
+                    Out dc0, int32_t kind, int32_t batch_major, int32_t bf16) {
   return chosen.load(std::memory_order_relaxed)
       ->backward(pool, W, c0, h0, valid_b, reset_b, mask_b, keep_c_b, keep_h_b, gates_b, aux_b,
-                 hs_b, cs_b, dys_b, dhT, dcT, dproj_b, drec_b, dh0, dc0, kind, batch_major);
+                 hs_b, cs_b, dys_b, dhT, dcT, dproj_b, drec_b, dh0, dc0, kind, batch_major, bf16);
 }
 
 }  // namespace
@@ -343,6 +353,12 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 W, F32 c0, F32 h0, F32 valid_b, F3
 #define RNNLAB_EXPORT extern "C" __attribute__((visibility("default")))
 
 RNNLAB_EXPORT void RnnlabSetSgemm(void* fn) { sgemm = reinterpret_cast<SgemmFn>(fn); }
+
+// 1 when the kernels take `bf16=1` (bfloat16 matmuls): the AVX-512 path on a CPU with
+// AVX512_BF16.
+RNNLAB_EXPORT int RnnlabBf16() {
+  return std::string(chosen.load()->name) == "avx512" && bf16_supported();
+}
 
 // The ISA the kernels run on: "avx512", "avx2" or "scalar".
 RNNLAB_EXPORT const char* RnnlabIsa() { return chosen.load()->name; }
@@ -391,7 +407,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, Forward,
                                   .Ret<F32>()  // gate activations [t, b, g] (train) or empty
                                   .Ret<F32>()  // LSTM: raw c; GRU: W_hn h + b_hn (train)
                                   .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("batch_major"));
+                                  .Attr<int32_t>("batch_major")
+                                  .Attr<int32_t>("bf16"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, Backward,
                               ffi::Ffi::Bind()
@@ -416,4 +433,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, Backward,
                                   .Ret<F32>()  // d h0
                                   .Ret<F32>()  // d c0 (LSTM) or empty
                                   .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("batch_major"));
+                                  .Attr<int32_t>("batch_major")
+                                  .Attr<int32_t>("bf16"));

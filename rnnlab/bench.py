@@ -231,34 +231,49 @@ def pin_threads() -> int:
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of an `n^3` float32 matmul in each framework present."""
+    """GFLOP/s of an `n^3` float32 matmul in each framework present, and under "jax-bf16" of
+    JAX's with bfloat16 operands summed in float32 (the peak for the `BF16_IMPLS` rows)."""
     import jax
     import jax.numpy as jnp
 
-    peaks = {}
+    def best(run: Callable[[], Any]) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return 2 * n**3 / min(times) / 1e9
+
     a = jnp.ones((n, n), jnp.float32)
     mm = jax.jit(lambda x, y: x @ y)
-    mm(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        mm(a, a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    peaks["jax"] = 2 * n**3 / min(times) / 1e9
+    peaks = {"jax": best(lambda: mm(a, a).block_until_ready())}
+    a16 = a.astype(jnp.bfloat16)
+    mm16 = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    peaks["jax-bf16"] = best(lambda: mm16(a16, a16).block_until_ready())
     torch = _optional("torch")
     if torch is not None:
         device = torch_device()
         x = torch.ones(n, n, device=device)
-        x @ x
-        _torch_sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+
+        def torch_mm() -> None:
             x @ x
             _torch_sync(device)
-            times.append(time.perf_counter() - start)
-        peaks["torch"] = 2 * n**3 / min(times) / 1e9
+
+        peaks["torch"] = best(torch_mm)
     return peaks
+
+
+BF16_PEAK = "jax-bf16"
+"""The `matmul_peak` entry the bfloat16 rows are compared with; the others take the largest
+float32 one."""
+
+
+def row_peak(peaks: dict[str, float], impl: str) -> float:
+    """The matmul peak (GFLOP/s) an implementation's achieved GFLOP/s is a fraction of."""
+    if impl in BF16_IMPLS:
+        return peaks[BF16_PEAK]
+    return max(v for k, v in peaks.items() if k != BF16_PEAK)
 
 
 def torch_device() -> str:
@@ -520,9 +535,11 @@ def torch_model(config: Config, device: str = "cpu") -> Any:
     return module.to(device)
 
 
-def build_torch(config: Config, mode: str) -> Built | Skipped:
+def build_torch(config: Config, mode: str, autocast: bool = False) -> Built | Skipped:
     """`torch_model` (time-major, its native layout), eager, Adam for training; on CUDA (cuDNN)
-    when JAX runs on a GPU. Skipped when the cell has no PyTorch equivalent."""
+    when JAX runs on a GPU. Skipped when the cell has no PyTorch equivalent. `autocast`: the
+    forward under `torch.autocast(dtype=torch.bfloat16)` (bfloat16 matmuls, float32 params),
+    outputs cast back to float32 for the loss."""
     import torch
 
     device = torch_device()
@@ -532,7 +549,15 @@ def build_torch(config: Config, mode: str) -> Built | Skipped:
     xs, target = (
         torch.from_numpy(np.ascontiguousarray(a.swapaxes(0, 1))).to(device) for a in _data(config)
     )
-    return _torch_step(lambda: module(xs)[0], module, target, mode, device)
+    if not autocast:
+        return _torch_step(lambda: module(xs)[0], module, target, mode, device)
+
+    def forward() -> Any:
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            ys = module(xs)[0]
+        return ys.float()
+
+    return _torch_step(forward, module, target, mode, device)
 
 
 def _torch_step(
@@ -705,10 +730,12 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Ski
         )
         for backend in ("cudnn", "associative", "log_space", "chunkwise")
     },
+    "rnnlab-bf16": (None, lambda c, m: build_rnnlab(c, m, matmul_dtype="bfloat16")),
     "rnnlab-autodiff": (None, lambda c, m: build_rnnlab(c, m, vjp="autodiff")),
     "rnnlab-per-step": (None, lambda c, m: build_rnnlab(c, m, input_projection="per_step")),
     "flax": ("flax", build_flax),
     "torch": ("torch", build_torch),
+    "torch-bf16": ("torch", functools.partial(build_torch, autocast=True)),
     **{
         name: ("torch", functools.partial(build_torch_mingru, scan=scan))
         for name, scan in TORCH_MINGRU.items()
@@ -718,10 +745,14 @@ IMPLEMENTATIONS: dict[str, tuple[str | None, Callable[[Config, str], Built | Ski
 config it cannot run, e.g. cuDNN for GRU, torch and flax for a cell that declares no equivalent
 there, the associative scan for a cell that is not a linear recurrence)."""
 
+BF16_IMPLS = ("rnnlab-bf16", "torch-bf16")
+"""Implementations whose matmuls take bfloat16 operands (rnnlab's `matmul_dtype="bfloat16"`,
+PyTorch under `torch.autocast(dtype=torch.bfloat16)`); float32 parameters and loss."""
+
 REFERENCES = ("torch", "flax", *TORCH_MINGRU)
 """What `agreement` compares rnnlab with."""
 
-RATIO_BASES = ("torch", "flax", "rnnlab-xla")
+RATIO_BASES = ("torch", "flax", "rnnlab-xla", "torch-bf16")
 """Every row's tokens/s is also given as a ratio to each of these (`vs_<name>`) in its group."""
 
 
@@ -840,7 +871,6 @@ def benchmark(
     load_before = _load()
     present = [name for name in implementations if _framework_present(IMPLEMENTATIONS[name][0])]
     peaks = matmul_peak(peak_size)
-    peak = max(peaks.values())
     rows: list[dict[str, Any]] = []
     skipped: dict[tuple[str, str], str] = {}
     for config in configs:
@@ -870,7 +900,7 @@ def benchmark(
                         "repeats": len(seconds),
                         "tokens_per_s": config.tokens / median,
                         "gflops": config.flops(mode) / median / 1e9,
-                        "peak_fraction": config.flops(mode) / median / 1e9 / peak,
+                        "peak_fraction": config.flops(mode) / median / 1e9 / row_peak(peaks, name),
                         "compile_s": built[name].compile_s,
                         "memory_bytes": built[name].memory.get("memory_bytes"),
                         "temp_bytes": built[name].memory.get("temp_bytes"),
@@ -1034,6 +1064,8 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        f"% peak: of the largest float32 matmul peak; the {', '.join(BF16_IMPLS)} rows of the "
+        f"{BF16_PEAK} peak (bfloat16 operands, float32 sums).",
         "memory MiB: XLA's arguments + outputs + temporaries of the compiled step, less donated "
         "buffers; temp MiB: its temporaries alone (for a PyTorch training step: the tensors "
         "autograd saved for the backward pass).",

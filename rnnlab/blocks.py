@@ -12,7 +12,10 @@ sLSTM: i and f from the convolved branch), the block feeds the cell the concaten
 branches, and the cell's input projection is the paper's head-wise one (`BlockMLSTM`,
 `BlockSLSTM`, `HawkRGLRU`: subclasses that override only `project_inputs`, computing the
 block-diagonal projections block by block, never the zeros of a dense fused `w_ih`). The cell
-files are unchanged: the blocks build their cells' params from their own.
+files are unchanged: the blocks build their cells' params from their own. These head-wise
+projections stay float32 under `matmul_dtype="bfloat16"` (`RecurrentOptions`; they are many
+small matmuls, not the layer's one large one); the layer's recurrent matmul, where the cell has
+one, and the dense projections of the prenorm and minrnn blocks' cells take bfloat16.
 
 Kinds (`BLOCK_KINDS`; `Backbone.block`):
 
@@ -390,7 +393,7 @@ class HawkRGLRU(RGLRUCell):
 
     linear_recurrence = True
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
         r = headwise(xs, params["w_a"]) + along_last(params["b_a"], xs)
         i = headwise(xs, params["w_x"]) + along_last(params["b_x"], xs)
         return jnp.concatenate([r, i, xs], axis=-1)
@@ -407,7 +410,7 @@ class BlockMLSTM(MLSTMCell):
 
     chunkwise = MLSTMCell.chunkwise
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
         inner, qkv, gates = self.hidden_size, params["qkv"], params["gates"]
         c, u = xs[..., :inner], xs[..., inner:]
         q, k, v = headwise(c, qkv["q"]), headwise(c, qkv["k"]), headwise(u, qkv["v"])
@@ -425,7 +428,7 @@ class BlockSLSTM(SLSTMCell):
     `x @ W` oriented), plus `b`; params `{w_ih: marker, proj, b, r or w_hh}`. Equal to the
     `SLSTMCell` with the dense fused `w_ih` that holds these blocks and zeros."""
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
         d, proj = self.hidden_size, params["proj"]
         c, n = xs[..., :d], xs[..., d:]
         gates = [headwise(c, proj["i"]), headwise(c, proj["f"])]

@@ -345,6 +345,7 @@ that the configs of runs saved by earlier versions hold)."""
 IMPLIED_BEFORE = {
     "model.backend": "auto",
     "model.input_projection": "hoisted",
+    "model.matmul_dtype": "float32",
     "model.block": "none",
     "model.conv_width": 4,
     "model.mlp_expansion": None,

@@ -292,3 +292,113 @@ def test_platform_dispatch_when_not_cpu_only(monkeypatch):
     grad = jax.jit(jax.grad(loss), static_argnums=2)
     assert kernels.FORWARD_TARGET in grad.lower(params, xs, "auto").as_text()
     _assert_close(grad(params, xs, "auto"), expected)
+
+
+needs_bf16 = pytest.mark.skipif(
+    not kernels.bf16_available(), reason=f"bfloat16 kernels: {kernels.bf16_unavailable_reason()}"
+)
+
+
+def _bf16(x) -> np.ndarray:
+    """`x` rounded to bfloat16 (to nearest even, as XLA's convert), as float64."""
+    return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16), np.float64)
+
+
+@needs_bf16
+@pytest.mark.parametrize("batch", [3, 64])  # 64 x 64 x 64 takes the second thread
+def test_bf16_products_round_both_operands_and_sum_in_float32(batch):
+    """One ReLU step, so the kernel's products can be read off its outputs: forward
+    `relu(bf16(h0) @ bf16(W)^T)`, backward `d_h0 = bf16(d_rec) @ bf16(W)`, each to float32
+    summation error, and measurably not the float32 products (the option is not ignored)."""
+    h = 64
+    k_w, k_h, k_d = jax.random.split(jax.random.PRNGKey(3), 3)
+    w = jax.random.normal(k_w, (h, h)) / 8
+    h0 = jax.random.normal(k_h, (batch, h))
+    projected, bias = jnp.zeros((1, batch, h)), jnp.zeros((h,))
+    none = (None,) * 5
+    out = kernels.forward(
+        kernels.RELU, projected, w, None, h0, *none, None, True, bias=bias, bf16=True
+    )
+    ys, gates = np.asarray(out[0][0]), out[6]
+    expected = np.maximum(_bf16(h0) @ _bf16(w).T, 0)
+    np.testing.assert_allclose(ys, expected, rtol=1e-6, atol=1e-6)
+    assert np.max(np.abs(ys - np.maximum(np.asarray(h0 @ w.T, np.float64), 0))) > 1e-3
+
+    d_ys = jax.random.normal(k_d, (1, batch, h))
+    d_proj, _, d_h0, _ = kernels.adjoint(
+        kernels.RELU,
+        w,
+        None,
+        h0,
+        *none,
+        gates,
+        out[7],
+        out[3],
+        out[4],
+        d_ys,
+        jnp.zeros((batch, h)),
+        None,
+        bf16=True,
+    )
+    np.testing.assert_array_equal(np.asarray(d_proj[0]), np.where(ys > 0, np.asarray(d_ys[0]), 0))
+    np.testing.assert_allclose(np.asarray(d_h0), _bf16(d_proj[0]) @ _bf16(w), rtol=1e-6, atol=1e-6)
+
+
+def test_bf16_needs_a_hidden_size_the_kernel_packs():
+    xs = jnp.zeros((B, T, D))
+
+    def reason(hidden):
+        cell = LSTMCell(hidden)
+        params = cell.init(jax.random.PRNGKey(0), D)
+        return recurrence.native_unsupported(cell, params, xs, matmul_dtype="bfloat16")
+
+    if not kernels.bf16_available():
+        assert "bfloat16 matmuls in the native kernel" in reason(64)
+        return
+    assert reason(64) is None
+    assert "multiple of 32 (got 40)" in reason(40)
+
+
+def _largest_difference(a, b) -> float:
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return max(float(jnp.max(jnp.abs(x - y) / (1 + jnp.abs(y)))) for x, y in pairs)
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", NATIVE)
+def test_bf16_kernel_matches_bf16_scan(name):
+    """`matmul_dtype="bfloat16"` on the kernel against the XLA scan's (the same operands rounded
+    the same way): loss, outputs, carries and every gradient under lengths, resets and recurrent
+    dropout. The two differ where a last-bit difference of the gate math flips a later bfloat16
+    rounding (one bfloat16 step, 2^-8), so the bound is 1e-2; and the kernel must be much closer
+    to the bfloat16 scan than to the float32 one."""
+    hidden, batch = 32, 11
+    cell = build_cell(name, hidden)
+    k_p, k_x, k_c, k_m, k_r = jax.random.split(jax.random.PRNGKey(11), 5)
+    params = _random_params(cell, k_p, D)
+    xs = jax.random.normal(k_x, (batch, T, D))
+    kwargs = {
+        "lengths": jnp.arange(batch) % (T + 1),
+        "resets": jax.random.bernoulli(k_r, 0.2, (batch, T)),
+        "recurrent_mask": recurrence.recurrent_dropout_mask(k_m, 0.3, (batch, hidden), xs.dtype),
+    }
+
+    def loss(params, xs, carry0, backend, matmul_dtype):
+        carry, ys = recurrence.run(
+            cell,
+            params,
+            xs,
+            initial_carry=carry0,
+            backend=backend,
+            matmul_dtype=matmul_dtype,
+            **kwargs,
+        )
+        return weighted_loss(ys, carry), (carry, ys)
+
+    grad = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True), static_argnums=(3, 4))
+    args = (params, xs, _random_carry(cell, k_c, batch))
+    native_bf16 = grad(*args, "native", "bfloat16")
+    to_bf16_scan = _largest_difference(native_bf16, grad(*args, "xla", "bfloat16"))
+    to_f32_scan = _largest_difference(native_bf16, grad(*args, "xla", "float32"))
+    assert to_bf16_scan <= 1e-2, to_bf16_scan
+    assert to_bf16_scan < to_f32_scan / 2, (to_bf16_scan, to_f32_scan)

@@ -13,6 +13,10 @@ and the cell supplies only `pointwise`, a function of (carry, projected input, r
 pre-activation) that is elementwise up to small per-row work (layer norm, a projection). Because
 `w_hh` never appears inside `pointwise`, one hand-written backward pass serves every cell: inside
 the backward scan only `d_recurrent @ W_hh`, all `W_hh` gradients as one matmul after it.
+With the layer option `matmul_dtype="bfloat16"` (`rnnlab.precision`) these two
+matmuls (and their gradients) take bfloat16 operands: the layer passes the dtype to
+`project_inputs`; matmuls inside `pointwise` (LSTMP's `w_hr`, the GRU's `w_hn` with
+`reset_after=False`, sLSTM's block-diagonal `R` with `num_heads > 1`) stay float32.
 
 Parameter names follow PyTorch's fused-gate layout (`w_ih: [g, d]`, `w_hh: [g_rec, h_fb]`) with
 one bias `b: [g]` (PyTorch's `b_ih + b_hh`; the GRU keeps `b_hn` apart because it sits inside the
@@ -45,9 +49,10 @@ tests ask the cell.
                     `backend="log_space"` runs it as a scan in logs, as Feng et al. (2024)
                     train minGRU / minLSTM.
 
-    chunkwise       a method `(params, xs, carry0, valid) -> (final carry, ys: [b, t, o])`
-                    computing the layer's recurrence chunk by chunk (parallel within a chunk:
-                    mLSTM); the layer's `backend="chunkwise"` runs it.
+    chunkwise       a method `(params, xs, carry0, valid, matmul_dtype) -> (final carry,
+                    ys: [b, t, o])` computing the layer's recurrence chunk by chunk (parallel
+                    within a chunk: mLSTM), its input projection under `matmul_dtype`; the
+                    layer's `backend="chunkwise"` runs it.
 
 Only a declaration of the cell's own class counts (`declared` ignores inherited ones): a subclass
 may change the math, so it says again what still matches.
@@ -61,6 +66,7 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
+from rnnlab import precision
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
 Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
@@ -127,10 +133,13 @@ def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1
     return y if bias is None else y + along_last(bias, x)
 
 
-def project_inputs_linear(params: Params, xs: Array, bias: bool = True) -> Array:
+def project_inputs_linear(
+    params: Params, xs: Array, bias: bool = True, matmul_dtype: str = "float32"
+) -> Array:
     """The default hoisted input projection: `xs @ w_ih.T + b`, `[..., d] -> [..., g]`
-    (`bias=False`: without `b`, for kernels that add it themselves)."""
-    projected = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
+    (`bias=False`: without `b`, for kernels that add it themselves); the matmul under
+    `matmul_dtype` (`rnnlab.precision`), the bias added in float32."""
+    projected = precision.einsum("...d,gd->...g", xs, params["w_ih"], matmul_dtype)
     return projected + along_last(params["b"], projected) if bias else projected
 
 
@@ -176,8 +185,14 @@ class Cell(Protocol):
         """The zero state for `batch_size` sequences."""
         ...
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        """Input projection for all time steps at once, `[b, t, d] -> [b, t, g]`."""
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
+        """Input projection for all time steps at once, `[b, t, d] -> [b, t, g]`.
+
+        `matmul_dtype` ("float32" or "bfloat16", `rnnlab.precision`): the dtype of
+        the projection's matmul operands, set by the layer (`RecurrentOptions.matmul_dtype`); a
+        linear projection computes its matmul with `precision.einsum` under it (as
+        `project_inputs_linear` does), one that is not a single layer-owned matmul may leave
+        it float32 and says so."""
         ...
 
     def feedback(self, carry: Carry) -> Array:
@@ -202,8 +217,8 @@ class HiddenStateCell:
     def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Array:
         return jnp.zeros((batch_size, self.hidden_size), dtype)
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        return project_inputs_linear(params, xs)
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
+        return project_inputs_linear(params, xs, matmul_dtype=matmul_dtype)
 
     def feedback(self, carry: Array) -> Array:
         return carry

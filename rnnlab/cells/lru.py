@@ -92,9 +92,9 @@ class LRUCell(LinearRecurrenceCell):
             "gamma_log": gamma_log,
         }
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
         """`[B_re x_t; B_im x_t]`, `[..., d] -> [..., 2N]` (the paper's B has no bias)."""
-        return project_inputs_linear(params, xs, bias=False)
+        return project_inputs_linear(params, xs, bias=False, matmul_dtype=matmul_dtype)
 
     def eigenvalues(self, params: Params) -> Array:
         """`lambda: [N]` complex, `|lambda| = exp(-exp(nu_log)) < 1`."""

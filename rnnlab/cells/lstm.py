@@ -101,10 +101,10 @@ class LSTMCell:
             h=jnp.zeros((batch_size, self.output_size), dtype),
         )
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
         if not self.layer_norm:
-            return project_inputs_linear(params, xs)
-        wx = jnp.einsum("...d,gd->...g", xs, params["w_ih"])
+            return project_inputs_linear(params, xs, matmul_dtype=matmul_dtype)
+        wx = project_inputs_linear(params, xs, bias=False, matmul_dtype=matmul_dtype)
         return layer_norm(wx, params["ln_x_scale"], params["b"])
 
     def feedback(self, carry: LSTMState) -> Array:

@@ -117,8 +117,8 @@ class MLSTMCell:
             jnp.zeros((batch_size, self.hidden_size), dtype),
         )
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        return project_inputs_linear(params, xs)
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
+        return project_inputs_linear(params, xs, matmul_dtype=matmul_dtype)
 
     def feedback(self, carry: MLSTMState) -> Array:
         return carry.h
@@ -163,12 +163,19 @@ class MLSTMCell:
         return MLSTMState(C, n, m, h), h
 
     def chunkwise(
-        self, params: Params, xs: Array, carry0: MLSTMState, valid: Array | None = None
+        self,
+        params: Params,
+        xs: Array,
+        carry0: MLSTMState,
+        valid: Array | None = None,
+        matmul_dtype: str = "float32",
     ) -> tuple[MLSTMState, Array]:
         """The chunkwise-parallel form of the layer's recurrence (`_chunkwise`): `xs: [b, t, d]`
-        from `carry0`, `valid: [b, t]` or None -> (final carry, `ys: [b, t, h]`). Declaring
-        it is the `chunkwise` capability the layer's `backend="chunkwise"` asks for."""
-        return _chunkwise(self, params, xs, carry0, valid)
+        from `carry0`, `valid: [b, t]` or None -> (final carry, `ys: [b, t, h]`), the input
+        projection under `matmul_dtype` (the within-chunk products stay float32, as
+        `pointwise` does in the scan). Declaring it is the `chunkwise` capability the layer's
+        `backend="chunkwise"` asks for."""
+        return _chunkwise(self, params, xs, carry0, valid, matmul_dtype)
 
 
 def _stabilised(i_tilde: Array, f_tilde: Array, m_prev: Array) -> tuple[Array, Array, Array]:
@@ -207,6 +214,7 @@ def _chunkwise(
     xs: Array,
     carry0: MLSTMState,
     valid: Array | None = None,
+    matmul_dtype: str = "float32",
 ) -> tuple[MLSTMState, Array]:
     """The chunkwise-parallel form: `[b, t, d] -> (final carry, ys: [b, t, h])`, equal to the
     recurrent step from `carry0` (tested), in `ceil(t / chunk_size)` sequential steps.
@@ -229,7 +237,7 @@ def _chunkwise(
     size = max(1, min(cell.chunk_size, time))  # a shorter sequence is one chunk, unpadded
     chunks = -(-time // size)
     pad = chunks * size - time
-    q, k, v, o_tilde, i_tilde, f_tilde = cell.split(cell.project_inputs(params, xs))
+    q, k, v, o_tilde, i_tilde, f_tilde = cell.split(cell.project_inputs(params, xs, matmul_dtype))
     log_f = jax.nn.log_sigmoid(f_tilde)  # [b, t, heads]
     mask = jnp.ones((batch, time), bool) if valid is None else valid.astype(bool)
     log_f = jnp.where(mask[..., None], log_f, 0.0)

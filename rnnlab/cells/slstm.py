@@ -121,8 +121,8 @@ class SLSTMCell:
         zeros = jnp.zeros((batch_size, self.hidden_size), dtype)
         return SLSTMState(zeros, zeros, zeros, zeros)
 
-    def project_inputs(self, params: Params, xs: Array) -> Array:
-        return project_inputs_linear(params, xs)
+    def project_inputs(self, params: Params, xs: Array, matmul_dtype: str = "float32") -> Array:
+        return project_inputs_linear(params, xs, matmul_dtype=matmul_dtype)
 
     def feedback(self, carry: SLSTMState) -> Array:
         return carry.h

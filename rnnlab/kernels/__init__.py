@@ -101,20 +101,30 @@ def _select_isa(lib: ctypes.CDLL, wanted: str) -> str | None:
 def _load() -> tuple[str | None, str | None]:
     """Load the library, choose its ISA and register its FFI targets: `(isa, None)` on success,
     else `(None, why not)`."""
+    return _load_library()[:2]
+
+
+@functools.cache
+def _load_library() -> tuple[str | None, str | None, bool]:
+    """`_load()`, and whether the loaded kernels run bfloat16 matmuls."""
     if os.environ.get("RNNLAB_NATIVE", "1") == "0":
-        return None, "disabled by RNNLAB_NATIVE=0"
+        return None, "disabled by RNNLAB_NATIVE=0", False
     paths = _library_paths()
     if not paths:
-        return None, (
-            "the native library was not built (no C++ compiler at install time?); "
-            "reinstall with `pip install -e .` to build it"
+        return (
+            None,
+            (
+                "the native library was not built (no C++ compiler at install time?); "
+                "reinstall with `pip install -e .` to build it"
+            ),
+            False,
         )
     try:
         sgemm = _blas_sgemm()
         lib = ctypes.CDLL(paths[0])
         reason = _select_isa(lib, os.environ.get(ISA_ENV, "auto").strip().lower())
         if reason is not None:
-            return None, reason
+            return None, reason, False
         lib.RnnlabSetSgemm(ctypes.cast(sgemm, ctypes.c_void_p))
         jax.ffi.register_ffi_target(
             FORWARD_TARGET, jax.ffi.pycapsule(lib.RnnlabForward), platform="cpu"
@@ -123,9 +133,9 @@ def _load() -> tuple[str | None, str | None]:
             BACKWARD_TARGET, jax.ffi.pycapsule(lib.RnnlabBackward), platform="cpu"
         )
         lib.RnnlabIsa.restype = ctypes.c_char_p
-        return lib.RnnlabIsa().decode(), None
+        return lib.RnnlabIsa().decode(), None, bool(lib.RnnlabBf16())
     except (ImportError, OSError, AttributeError) as error:
-        return None, f"the native library could not be loaded: {error}"
+        return None, f"the native library could not be loaded: {error}", False
 
 
 def available() -> bool:
@@ -136,6 +146,24 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why `available()` is False (None when it is True)."""
     return _load()[1]
+
+
+def bf16_unavailable_reason() -> str | None:
+    """Why the kernels cannot run bfloat16 matmuls (`matmul_dtype="bfloat16"`; None if they can):
+    they need the AVX-512 path and a CPU with AVX512_BF16 (`vdpbf16ps`)."""
+    isa_name, reason, bf16 = _load_library()
+    if reason is not None:
+        return f"is unavailable: {reason}"
+    if not bf16:
+        if isa_name != "avx512":
+            return f"needs the avx512 path (running {isa_name})"
+        return "needs a CPU with AVX512_BF16 (this one has none)"
+    return None
+
+
+def bf16_available() -> bool:
+    """Whether the kernels run bfloat16 matmuls here (see `bf16_unavailable_reason`)."""
+    return bf16_unavailable_reason() is None
 
 
 def isa() -> str | None:
@@ -197,13 +225,16 @@ def forward(
     save: bool,
     bias: Array | None = None,
     batch_major: bool = False,
+    bf16: bool = False,
 ) -> tuple[Array, ...]:
     """The forward recurrence over time-major `projected: [t, b, g]`.
 
     `bias: [g]` (LSTM and Elman only; None for the GRU) is added to `projected` inside the kernel,
     saving XLA a pass over `[t, b, g]`. With `batch_major`, `ys` is written `[b, t, h]` (no
-    transpose afterwards). Returns `(ys, h_T, c_T, hs, cs, h_in, gates, aux)`; the last five (the
-    adjoint's residuals) and `c_T` (non-LSTM) are empty unless `save`/LSTM."""
+    transpose afterwards). With `bf16` the per-step product rounds `h_in` and `W` to bfloat16
+    and sums in float32 (`bf16_available()`; hidden size a multiple of 32). Returns `(ys, h_T,
+    c_T, hs, cs, h_in, gates, aux)`; the last five (the adjoint's residuals) and `c_T` (non-LSTM)
+    are empty unless `save`/LSTM."""
     _require()
     if bias is not None and kind == GRU:
         raise ValueError("the GRU kernel takes its input bias inside `projected`")
@@ -226,7 +257,10 @@ def forward(
     call = jax.ffi.ffi_call(FORWARD_TARGET, shapes, vmap_method="sequential")
     args = (projected, w_hh, c0, h0, valid, reset, mask, keep_c, keep_h, b_hn, bias)
     return call(
-        *(_or_empty(a) for a in args), kind=np.int32(kind), batch_major=np.int32(batch_major)
+        *(_or_empty(a) for a in args),
+        kind=np.int32(kind),
+        batch_major=np.int32(batch_major),
+        bf16=np.int32(bf16),
     )
 
 
@@ -248,11 +282,13 @@ def adjoint(
     d_h: Array,
     d_c: Array | None,
     batch_major: bool = False,
+    bf16: bool = False,
 ) -> tuple[Array, Array, Array, Array]:
     """The reverse (adjoint) recurrence: `(d_projected, d_recurrent, d_h0, d_c0)`, both `[t, b, g]`
     pre-activation gradients (the same array except for the GRU's n gate; `d_recurrent` is
     returned as `d_projected` then), and the initial carry's. `d_ys` is `[b, t, h]` with
-    `batch_major` (as the forward's `ys`), else `[t, b, h]`."""
+    `batch_major` (as the forward's `ys`), else `[t, b, h]`. `bf16`: the per-step product
+    `d_rec @ W` in bfloat16 operands, as in `forward`."""
     _require()
     t, b, g = gates.shape
     h = w_hh.shape[1]
@@ -269,6 +305,9 @@ def adjoint(
     call = jax.ffi.ffi_call(BACKWARD_TARGET, shapes, vmap_method="sequential")
     args = (w_hh, c0, h0, valid, reset, mask, keep_c, keep_h, gates, aux, hs, cs, d_ys, d_h, d_c)
     d_proj, d_rec, d_h0, d_c0 = call(
-        *(_or_empty(a) for a in args), kind=np.int32(kind), batch_major=np.int32(batch_major)
+        *(_or_empty(a) for a in args),
+        kind=np.int32(kind),
+        batch_major=np.int32(batch_major),
+        bf16=np.int32(bf16),
     )
     return d_proj, (d_rec if kind == GRU else d_proj), d_h0, d_c0

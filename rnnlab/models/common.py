@@ -93,6 +93,9 @@ class Backbone(nn.Module, kw_only=True):
         input_projection: "hoisted" (one matmul over all steps) or "per_step".
         backend: "auto", "native", "associative", "log_space", "chunkwise", "xla" or "cudnn" (see
             `rnnlab.recurrence.run`).
+        matmul_dtype: "float32" or "bfloat16": the operands of the recurrent layers' matmuls
+            (input projection, recurrent product and their gradients), summed in float32 (see
+            `rnnlab.recurrence.run`); params, gate math and the optimizer stay float32.
         attention: one of `ATTENTION_KINDS`; which ones a model accepts and what they mean is
             documented per model (`ATTENTION` lists them).
         attention_size: hidden size of additive attention and attention pooling.
@@ -124,6 +127,7 @@ class Backbone(nn.Module, kw_only=True):
     vjp: str = "custom"
     input_projection: str = "hoisted"
     backend: str = "auto"
+    matmul_dtype: str = "float32"
     attention: str = "none"
     attention_size: int = 64
     num_heads: int = 4
@@ -155,9 +159,10 @@ class Backbone(nn.Module, kw_only=True):
         check_choice("vjp", self.vjp, recurrence.VJPS, owner)
         check_choice("input_projection", self.input_projection, recurrence.INPUT_PROJECTIONS, owner)
         check_choice("backend", self.backend, recurrence.BACKEND_CHOICES, owner)
+        check_choice("matmul_dtype", self.matmul_dtype, recurrence.MATMUL_DTYPES, owner)
         if self.backend == "native":  # an explicit choice that cannot be honoured stops here
             reason = recurrence.native_unsupported_options(
-                self.cell, self.vjp, self.input_projection
+                self.cell, self.vjp, self.input_projection, self.matmul_dtype
             )
             if reason is not None:
                 raise ValueError(f'{owner}.backend="native" is not possible: {reason}')

@@ -3,6 +3,7 @@
     step.py      the per-step semantics (resets, recurrent mask, zoneout, perturbation, padding)
     scan.py      the XLA backend: `lax.scan` over the step, with a hand-written reverse pass
     native.py    the native CPU backend (`rnnlab.kernels`), same equations, same reverse pass
+    precision.py the dtype of the layers' matmuls (`matmul_dtype`: float32, or bfloat16 operands)
     backends.py  the dispatch table: which backend can run a direction, resolved once per layer
     layers.py    the public layers: `run` (one direction), `run_layer`, `run_stack`, options
 
@@ -10,6 +11,7 @@ Every backend returns the same time-major layout; the public functions are batch
 (`xs: [b, t, d]`). See `step.py` for the equations of a step and `layers.run` for every option.
 """
 
+from rnnlab.precision import MATMUL_DTYPES
 from rnnlab.recurrence.backends import BACKEND_CHOICES, BACKENDS, VJPS, Backend, resolve
 from rnnlab.recurrence.layers import (
     DEFAULT_OPTIONS,
@@ -43,6 +45,7 @@ __all__ = [
     "VJPS",
     "DEFAULT_OPTIONS",
     "INPUT_PROJECTIONS",
+    "MATMUL_DTYPES",
     "BACKEND_CHOICES",
     "LAYER_OWNED",
     "MERGES",

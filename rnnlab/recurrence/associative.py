@@ -18,7 +18,8 @@ sequential scan.
 
 Composing two steps gives one: `(a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2)`; the scan's
 running `b` is `h_t`. Differentiated by JAX (no hand-written reverse pass is needed: the scan
-is already a composition of elementwise products and sums).
+is already a composition of elementwise products and sums). The input projection, the only
+matmul here, takes the layer's `matmul_dtype` (`precision.py`).
 
 The log-space scan (`run_log_space`, the layer's `backend="log_space"`) is how Feng et al. (2024)
 train minGRU / minLSTM, after Heinsen (2023, "Efficient Parallelization of a Ubiquitous
@@ -64,10 +65,16 @@ def combine(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[A
 
 
 def coefficients(
-    cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux
+    cell: Cell,
+    params: dict,
+    xs: Array,
+    carry0: Array,
+    aux: StepAux,
+    matmul_dtype: str = "float32",
 ) -> tuple[Array, Array]:
-    """`(a, b)`, time-major `[t, b, h]`, with every step option folded in (module docstring)."""
-    projected = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)  # [t, b, g]
+    """`(a, b)`, time-major `[t, b, h]`, with every step option folded in (module docstring);
+    the input projection under `matmul_dtype`."""
+    projected = jnp.swapaxes(cell.project_inputs(params, xs, matmul_dtype), 0, 1)  # [t, b, g]
     a, b = cell.coefficients(params, projected)  # type: ignore[attr-defined]
     if aux.zoneout_keep is not None:
         keep = aux.zoneout_keep
@@ -92,10 +99,12 @@ def _log(x: Array) -> Array:
     return jnp.maximum(jnp.log(x), LOG_ZERO)
 
 
-def log_coefficients(cell: Cell, params: dict, xs: Array, aux: StepAux) -> tuple[Array, Array]:
+def log_coefficients(
+    cell: Cell, params: dict, xs: Array, aux: StepAux, matmul_dtype: str = "float32"
+) -> tuple[Array, Array]:
     """`(log a, log b)`, time-major `[t, b, h]`, with zoneout, resets and padding folded in
     (`coefficients` in logs; the initial carry is added after the scan)."""
-    projected = jnp.swapaxes(cell.project_inputs(params, xs), 0, 1)  # [t, b, g]
+    projected = jnp.swapaxes(cell.project_inputs(params, xs, matmul_dtype), 0, 1)  # [t, b, g]
     log_a, log_b = cell.log_coefficients(params, projected)  # type: ignore[attr-defined]
     if aux.zoneout_keep is not None:
         keep = aux.zoneout_keep.astype(log_a.dtype)
@@ -111,23 +120,36 @@ def log_coefficients(cell: Cell, params: dict, xs: Array, aux: StepAux) -> tuple
 
 
 def run_log_space(
-    cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux
+    cell: Cell,
+    params: dict,
+    xs: Array,
+    carry0: Array,
+    aux: StepAux,
+    matmul_dtype: str = "float32",
 ) -> tuple[Array, Array]:
     """`run` in log space (module docstring): `(final carry [b, h], ys [t, b, h])`."""
 
     def states() -> Array:
-        log_a, log_b = log_coefficients(cell, params, xs, aux)
+        log_a, log_b = log_coefficients(cell, params, xs, aux, matmul_dtype)
         log_prod, log_h = jax.lax.associative_scan(log_combine, (log_a, log_b), axis=0)
         return jnp.exp(log_h) + jnp.exp(log_prod) * carry0[None].astype(log_h.dtype)
 
     return _outputs(cell, states, xs, carry0, aux)
 
 
-def run(cell: Cell, params: dict, xs: Array, carry0: Array, aux: StepAux) -> tuple[Array, Array]:
-    """`(final carry [b, h], ys [t, b, h])` of a linear cell over `xs: [b, t, d]`."""
+def run(
+    cell: Cell,
+    params: dict,
+    xs: Array,
+    carry0: Array,
+    aux: StepAux,
+    matmul_dtype: str = "float32",
+) -> tuple[Array, Array]:
+    """`(final carry [b, h], ys [t, b, h])` of a linear cell over `xs: [b, t, d]`, the input
+    projection under `matmul_dtype`."""
 
     def states() -> Array:
-        a, b = coefficients(cell, params, xs, carry0, aux)
+        a, b = coefficients(cell, params, xs, carry0, aux, matmul_dtype)
         return jax.lax.associative_scan(combine, (a, b), axis=0)[1]
 
     return _outputs(cell, states, xs, carry0, aux)

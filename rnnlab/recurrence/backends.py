@@ -14,6 +14,10 @@ backend is a pair of pure functions (optax's habit), so a new one is one more en
 Diagnostic requests (per-step carries and gates, or carry perturbations; `Request.traced`) always
 run on the XLA scan, differentiated by JAX: they re-run a layer's math to look inside it, and the
 custom reverse passes do not differentiate with respect to the perturbations.
+
+`matmul_dtype="bfloat16"` (`precision.py`) runs on the XLA scan, the native kernel (where it is
+built with bfloat16 support), the associative and log-space scans and the chunkwise form (their
+one layer-owned matmul is the input projection); cuDNN refuses it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class Request(NamedTuple):
         recurrent_mask: `[b, h_fb]` variational dropout mask, or None.
         unroll, vjp, input_projection: the scan options (`RecurrentOptions`).
         trace: also return every step's carry and gates (diagnostics).
+        matmul_dtype: "float32" or "bfloat16", the operands of the layer's matmuls
+            (`RecurrentOptions`, `precision.py`).
     """
 
     cell: Cell
@@ -63,6 +69,7 @@ class Request(NamedTuple):
     vjp: str = "custom"
     input_projection: str = "hoisted"
     trace: bool = False
+    matmul_dtype: str = "float32"
 
     @property
     def traced(self) -> bool:
@@ -97,15 +104,14 @@ def _run_xla(request: Request) -> tuple[Carry, Any]:
     cell, params = request.cell, request.params
     per_step = scan.is_per_step(request.input_projection)
     xs_tm = jnp.swapaxes(request.xs, 0, 1)
-    inputs = scan.scan_inputs(cell, params, xs_tm, per_step)
+    inputs = scan.scan_inputs(cell, params, xs_tm, per_step, request.matmul_dtype)
     proj = {k: v for k, v in params.items() if k != "w_hh"} if per_step else {}
+    static = (cell, request.unroll, per_step, request.matmul_dtype)
     args = (_small(params), params["w_hh"], proj, request.carry0, inputs, request.aux)
     if request.traced or request.vjp != "custom":
         outputs = scan.OUTPUT_TRACE if request.trace else scan.OUTPUT_Y
-        return scan.scan_forward(
-            cell, request.unroll, per_step, *args, request.recurrent_mask, outputs
-        )
-    return scan.scan_custom(cell, request.unroll, per_step, *args, request.recurrent_mask)
+        return scan.scan_forward(*static, *args, request.recurrent_mask, outputs)
+    return scan.scan_custom(*static, *args, request.recurrent_mask)
 
 
 def _native_unsupported(request: Request) -> str | None:
@@ -120,6 +126,7 @@ def _native_unsupported(request: Request) -> str | None:
         zoneout_keep=request.aux.zoneout_keep,
         vjp=request.vjp,
         input_projection=request.input_projection,
+        matmul_dtype=request.matmul_dtype,
     )
 
 
@@ -132,12 +139,15 @@ def _run_native(request: Request) -> tuple[Carry, Array]:
         request.carry0,
         request.aux,
         request.recurrent_mask,
+        matmul_dtype=request.matmul_dtype,
     )
 
 
 def _cudnn_unsupported(request: Request) -> str | None:
     if request.traced:
         return "per-step traces and carry perturbations run on the XLA scan"
+    if request.matmul_dtype != "float32":
+        return f"matmul_dtype={request.matmul_dtype} runs on the XLA scan or the native kernel"
     return cudnn.unsupported_reason(
         request.cell,
         request.xs,
@@ -160,7 +170,9 @@ def _associative_unsupported(request: Request) -> str | None:
 
 
 def _run_associative(request: Request) -> tuple[Carry, Array]:
-    return associative.run(request.cell, request.params, request.xs, request.carry0, request.aux)
+    return associative.run(
+        request.cell, request.params, request.xs, request.carry0, request.aux, request.matmul_dtype
+    )
 
 
 def _log_space_unsupported(request: Request) -> str | None:
@@ -169,7 +181,7 @@ def _log_space_unsupported(request: Request) -> str | None:
 
 def _run_log_space(request: Request) -> tuple[Carry, Array]:
     return associative.run_log_space(
-        request.cell, request.params, request.xs, request.carry0, request.aux
+        request.cell, request.params, request.xs, request.carry0, request.aux, request.matmul_dtype
     )
 
 
@@ -190,7 +202,9 @@ def _chunkwise_unsupported(request: Request) -> str | None:
 
 def _run_chunkwise(request: Request) -> tuple[Carry, Array]:
     valid = None if request.aux.valid is None else jnp.swapaxes(request.aux.valid, 0, 1)
-    carry, ys = request.cell.chunkwise(request.params, request.xs, request.carry0, valid)
+    carry, ys = request.cell.chunkwise(
+        request.params, request.xs, request.carry0, valid, request.matmul_dtype
+    )
     return carry, jnp.swapaxes(ys, 0, 1)
 
 

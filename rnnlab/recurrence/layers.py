@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnlab import kernels
+from rnnlab import kernels, precision
 from rnnlab.attention import lengths_to_mask
 from rnnlab.cells.base import Cell, with_recurrent_matrix
 from rnnlab.recurrence import backends, scan
@@ -45,6 +45,7 @@ class RecurrentOptions(NamedTuple):
         vjp: "custom" or "autodiff" (see `run`).
         input_projection: "hoisted" or "per_step" (see `run`).
         backend: one of `BACKEND_CHOICES` (see `run`).
+        matmul_dtype: "float32" or "bfloat16", the operands of the layer's matmuls (see `run`).
     """
 
     dropout: float = 0.0
@@ -54,6 +55,7 @@ class RecurrentOptions(NamedTuple):
     vjp: str = "custom"
     input_projection: str = "hoisted"
     backend: str = "auto"
+    matmul_dtype: str = "float32"
 
 
 DEFAULT_OPTIONS = RecurrentOptions()
@@ -93,6 +95,7 @@ def run(
     vjp: str = "custom",
     input_projection: str = "hoisted",
     backend: str = "auto",
+    matmul_dtype: str = "float32",
     carry_deltas: Carry | None = None,
     trace: bool = False,
 ) -> tuple[Carry, Array] | tuple[Carry, Array, Trace]:
@@ -139,6 +142,13 @@ def run(
             platforms the same program takes the scan. "cudnn" runs a plain float32 `LSTMCell`
             (no resets, recurrent dropout or zoneout) in cuDNN's fused LSTM on CUDA
             (`rnnlab.kernels.cudnn`) and raises elsewhere; "auto" never picks it.
+        matmul_dtype: "float32" (default; bit for bit the float32 code) or "bfloat16": every
+            matmul the layer owns (the input projection, the recurrent `h @ W_hh^T`, their
+            gradients and the weight gradients) rounds both operands to bfloat16 and sums in
+            float32 (`precision.py`); gate math, carry, params and optimizer stay float32, as
+            do matmuls inside a cell's `pointwise` and the blocks' head-wise projections. The
+            XLA scan, the associative, log-space and chunkwise forms and the native kernel
+            (where built with bfloat16 support) run it; cuDNN does not.
         carry_deltas: carry-shaped pytree of `[b, t, ...]` additive perturbations of each step's
             new carry (original time order); `jax.grad` with respect to zeros here is the total
             derivative `d loss / d carry_t` (diagnostics; runs on the XLA scan, autodiff).
@@ -153,6 +163,7 @@ def run(
         raise ValueError(f"vjp must be one of {backends.VJPS}, got {vjp!r}")
     scan.is_per_step(input_projection)
     backends.check_backend(backend)
+    precision.check_matmul_dtype(matmul_dtype)
     batch, time = xs.shape[:2]
     dtype = xs.dtype
     if resets is not None:
@@ -179,7 +190,7 @@ def run(
     carry0 = cell.initial_carry(batch, dtype) if initial_carry is None else initial_carry
     request = backends.Request(
         cell, params, xs, lengths, carry0, aux, recurrent_mask, unroll, vjp,
-        input_projection, trace,
+        input_projection, trace, matmul_dtype,
     )  # fmt: skip
     chosen, _ = backends.resolve(backend, request)
     carry, outputs = backends.run(chosen, request)
@@ -289,6 +300,7 @@ def _run_direction(
         vjp=options.vjp,
         input_projection=options.input_projection,
         backend=options.backend,
+        matmul_dtype=options.matmul_dtype,
         carry_deltas=carry_deltas,
         trace=trace,
     )
@@ -336,7 +348,7 @@ def backend_of(cell: Cell, params: Params, xs: Array, options: RecurrentOptions)
     one = params.get("forward", params)  # a bidirectional layer: both directions alike
     request = backends.Request(
         cell, one, xs, None, None, StepAux(), None, options.unroll, options.vjp,
-        options.input_projection,
+        options.input_projection, matmul_dtype=options.matmul_dtype,
     )  # fmt: skip
     backend, skipped = backends.resolve(options.backend, request)
     if backend is backends.BACKENDS["native"]:

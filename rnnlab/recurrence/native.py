@@ -14,14 +14,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnlab import kernels
+from rnnlab import kernels, precision
 from rnnlab.cells.base import Cell, project_inputs_linear
 from rnnlab.cells.lstm import LSTMState
 from rnnlab.recurrence.step import StepAux
 from rnnlab.typing import Array, Carry, Params
 
 
-def unsupported_options(cell: Cell, vjp: str, input_projection: str) -> str | None:
+def unsupported_options(
+    cell: Cell, vjp: str, input_projection: str, matmul_dtype: str = "float32"
+) -> str | None:
     """Why the native kernel cannot run this cell with these options, known before any array
     exists (None if it can; `unsupported` adds the arrays' dtypes)."""
     reason = kernels.unavailable_reason()
@@ -29,6 +31,13 @@ def unsupported_options(cell: Cell, vjp: str, input_projection: str) -> str | No
         return reason
     if kernels.cell_kind(cell) is None:
         return f"{cell!r} is not implemented natively"
+    if matmul_dtype == "bfloat16" and not kernels.bf16_available():
+        return f"bfloat16 matmuls in the native kernel {kernels.bf16_unavailable_reason()}"
+    if matmul_dtype == "bfloat16" and cell.hidden_size % 32:
+        return (
+            f"bfloat16 matmuls in the native kernel need a hidden size that is a multiple of 32 "
+            f"(got {cell.hidden_size})"
+        )
     if vjp != "custom":
         return 'vjp="autodiff" differentiates the XLA scan'
     if input_projection != "hoisted":
@@ -46,9 +55,10 @@ def unsupported(
     zoneout_keep: Carry | None = None,
     vjp: str = "custom",
     input_projection: str = "hoisted",
+    matmul_dtype: str = "float32",
 ) -> str | None:
     """Why a layer with these arguments cannot use the native kernel (None if it can)."""
-    reason = unsupported_options(cell, vjp, input_projection)
+    reason = unsupported_options(cell, vjp, input_projection, matmul_dtype)
     if reason is not None:
         return reason
     arrays = [xs]
@@ -71,7 +81,7 @@ def _keep(kind: int, aux: StepAux) -> tuple[Array | None, Array | None]:
     return _split(kind, aux.zoneout_keep)
 
 
-def _forward(kind, small, w_hh, carry0, inputs, aux, mask, save):
+def _forward(kind, bf16, small, w_hh, carry0, inputs, aux, mask, save):
     """The forward recurrence in the native kernel; returns `((carry, ys), residuals)` with `ys`
     batch-major `[b, t, h]`. `inputs` is `(projected,)` or `(projected without bias, bias)` (the
     kernel then adds the bias itself)."""
@@ -93,14 +103,16 @@ def _forward(kind, small, w_hh, carry0, inputs, aux, mask, save):
         save,
         bias=bias,
         batch_major=True,
+        bf16=bf16,
     )
     carry = LSTMState(c=c_last, h=h_last) if kind == kernels.LSTM else h_last
     return (carry, ys), (hs, cs, h_in, gates, extra, bias)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _recurrence(
     kind: int,
+    bf16: bool,
     small: Params,
     w_hh: Array,
     carry0: Carry,
@@ -108,16 +120,16 @@ def _recurrence(
     aux: StepAux,
     recurrent_mask: Array | None,
 ) -> tuple[Carry, Array]:
-    out, _ = _forward(kind, small, w_hh, carry0, inputs, aux, recurrent_mask, False)
+    out, _ = _forward(kind, bf16, small, w_hh, carry0, inputs, aux, recurrent_mask, False)
     return out
 
 
-def _recurrence_fwd(kind, small, w_hh, carry0, inputs, aux, mask):
-    out, saved = _forward(kind, small, w_hh, carry0, inputs, aux, mask, True)
+def _recurrence_fwd(kind, bf16, small, w_hh, carry0, inputs, aux, mask):
+    out, saved = _forward(kind, bf16, small, w_hh, carry0, inputs, aux, mask, True)
     return out, (small, w_hh, carry0, aux, mask, saved)
 
 
-def _recurrence_bwd(kind, saved, cotangents):
+def _recurrence_bwd(kind, bf16, saved, cotangents):
     """The reverse pass in the native kernel; `W_hh`'s (and `b_hn`'s) gradients for all steps as
     one reduction afterwards, like the scan's custom reverse pass."""
     small, w_hh, carry0, aux, mask, (hs, cs, h_in, gates, extra, bias) = saved
@@ -143,8 +155,10 @@ def _recurrence_bwd(kind, saved, cotangents):
         d_h,
         d_c,
         batch_major=True,
+        bf16=bf16,
     )
-    d_w_hh = jnp.einsum("tbg,tbh->gh", d_recurrent, h_in)
+    matmul_dtype = "bfloat16" if bf16 else "float32"
+    d_w_hh = precision.einsum("tbg,tbh->gh", d_recurrent, h_in, matmul_dtype)
     zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
     d_small = zeros(small)
     if kind == kernels.GRU:
@@ -165,15 +179,19 @@ def run(
     carry0: Carry,
     aux: StepAux,
     recurrent_mask: Array | None,
+    matmul_dtype: str = "float32",
 ) -> tuple[Carry, Array]:
     """One direction in the native kernel: `(final carry, ys: [t, b, o])` from `xs_tm: [t, b, d]`.
 
     The GRU's projection includes its bias; for the other kinds the kernel adds the bias itself
-    to the plain linear projection (one fewer `[t, b, g]` pass)."""
+    to the plain linear projection (one fewer `[t, b, g]` pass). With `matmul_dtype="bfloat16"`
+    the projection, the kernel's per-step products and `W_hh`'s gradient take bfloat16 operands
+    and sum in float32 (`rnnlab.precision`)."""
     kind = kernels.cell_kind(cell)
     if kind == kernels.GRU:
-        inputs: Any = (cell.project_inputs(params, xs_tm),)
+        inputs: Any = (project_inputs_linear(params, xs_tm, True, matmul_dtype),)
     else:
-        inputs = (project_inputs_linear(params, xs_tm, bias=False), params["b"])
-    carry, ys = _recurrence(kind, small, params["w_hh"], carry0, inputs, aux, recurrent_mask)
+        inputs = (project_inputs_linear(params, xs_tm, False, matmul_dtype), params["b"])
+    bf16 = matmul_dtype == "bfloat16"
+    carry, ys = _recurrence(kind, bf16, small, params["w_hh"], carry0, inputs, aux, recurrent_mask)
     return carry, jnp.swapaxes(ys, 0, 1)  # batch-major from the kernel; XLA folds the swaps

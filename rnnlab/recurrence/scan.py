@@ -5,6 +5,10 @@
 matmul afterwards (what cuDNN does); `vjp="autodiff"` differentiates the scan with JAX and is
 the reference the custom pass is tested against. Forward-mode AD (`jax.jvp`) needs "autodiff".
 
+`matmul_dtype` ("float32" or "bfloat16", `precision.py`) sets the operands of every matmul here:
+the input projection, the per-step `h_in @ W_hh^T`, the reverse pass's `d_recurrent @ W_hh` and
+the all-steps `W_hh` gradient; the step's gate math stays in the carry's dtype.
+
 Everything is time-major here (`[t, b, ...]`), so each step reads one contiguous slice.
 """
 
@@ -17,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnlab import precision
 from rnnlab.cells.base import Cell
 from rnnlab.recurrence.step import StepAux, feedback, step_gates, transition
 from rnnlab.typing import Array, Carry, Params
@@ -52,10 +57,14 @@ def is_per_step(input_projection: str) -> bool:
     return input_projection == "per_step"
 
 
-def scan_inputs(cell: Cell, params: Params, xs_tm: Array, per_step: bool) -> Any:
+def scan_inputs(
+    cell: Cell, params: Params, xs_tm: Array, per_step: bool, matmul_dtype: str = "float32"
+) -> Any:
     """What the scan reads per step: the raw inputs `[t, b, d]` (projected inside the step) or
-    the hoisted projection's gate blocks (see `gate_chunks`)."""
-    return xs_tm if per_step else gate_chunks(cell, cell.project_inputs(params, xs_tm))
+    the hoisted projection's gate blocks (see `gate_chunks`), projected under `matmul_dtype`."""
+    if per_step:
+        return xs_tm
+    return gate_chunks(cell, cell.project_inputs(params, xs_tm, matmul_dtype))
 
 
 # Each step's outputs besides the new carry, chosen by the caller of `_body`:
@@ -67,6 +76,7 @@ OUTPUT_TRACE = "trace"  # y_t, the new carry and the gates (diagnostics)
 def _body(
     cell: Cell,
     per_step: bool,
+    matmul_dtype: str,
     small: Params,
     w_hh: Array,
     proj: Params,
@@ -80,8 +90,11 @@ def _body(
     def body(carry: Carry, step_inputs: tuple[Any, StepAux]) -> tuple[Carry, Any]:
         inputs_t, aux_t = step_inputs
         h_in = feedback(cell, carry, aux_t, recurrent_mask)
-        recurrent_t = h_in @ w_hh_t
-        projected_t = cell.project_inputs(proj, inputs_t) if per_step else _join(inputs_t)
+        recurrent_t = precision.matmul(h_in, w_hh_t, matmul_dtype)
+        if per_step:
+            projected_t = cell.project_inputs(proj, inputs_t, matmul_dtype)
+        else:
+            projected_t = _join(inputs_t)
         new, y = transition(cell, small, carry, projected_t, recurrent_t, aux_t)
         if outputs == OUTPUT_Y:
             return new, y
@@ -97,6 +110,7 @@ def scan_forward(
     cell: Cell,
     unroll: int,
     per_step: bool,
+    matmul_dtype: str,
     small: Params,
     w_hh: Array,
     proj: Params,
@@ -108,15 +122,16 @@ def scan_forward(
 ) -> tuple[Carry, Any]:
     """The plain scan (what `vjp="autodiff"` differentiates): `(final carry, ys: [t, b, o])`,
     or with `outputs=OUTPUT_TRACE` `(final carry, (ys, carries, gates))`, all time-major."""
-    body = _body(cell, per_step, small, w_hh, proj, recurrent_mask, outputs)
+    body = _body(cell, per_step, matmul_dtype, small, w_hh, proj, recurrent_mask, outputs)
     return jax.lax.scan(body, carry0, (inputs, aux), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def scan_custom(
     cell: Cell,
     unroll: int,
     per_step: bool,
+    matmul_dtype: str,
     small: Params,
     w_hh: Array,
     proj: Params,
@@ -127,15 +142,18 @@ def scan_custom(
 ) -> tuple[Carry, Array]:
     """`scan_forward` with the hand-written reverse pass (see the module docstring)."""
     return scan_forward(
-        cell, unroll, per_step, small, w_hh, proj, carry0, inputs, aux, recurrent_mask
-    )
+        cell, unroll, per_step, matmul_dtype, small, w_hh, proj, carry0, inputs, aux,
+        recurrent_mask,
+    )  # fmt: skip
 
 
-def _scan_custom_fwd(cell, unroll, per_step, small, w_hh, proj, carry0, inputs, aux, mask):
+def _scan_custom_fwd(
+    cell, unroll, per_step, matmul_dtype, small, w_hh, proj, carry0, inputs, aux, mask
+):
     """The forward scan, also keeping each step's previous carry, `h_in` and both
     pre-activations (as gate blocks). The backward scan recomputes the gate math from them:
     measured faster on XLA:CPU than scanning out the step's VJP residuals, and it saves memory."""
-    body = _body(cell, per_step, small, w_hh, proj, mask, OUTPUT_SAVED)
+    body = _body(cell, per_step, matmul_dtype, small, w_hh, proj, mask, OUTPUT_SAVED)
     carry, (ys, h_in, carries, recurrent, projected) = jax.lax.scan(
         body, carry0, (inputs, aux), unroll=unroll
     )
@@ -144,7 +162,7 @@ def _scan_custom_fwd(cell, unroll, per_step, small, w_hh, proj, carry0, inputs, 
     return (carry, ys), saved
 
 
-def _scan_custom_bwd(cell, unroll, per_step, saved, cotangents):
+def _scan_custom_bwd(cell, unroll, per_step, matmul_dtype, saved, cotangents):
     small, w_hh, proj, inputs, h_in, carries, recurrent, projected, aux, mask = saved
     d_carry_last, d_ys = cotangents
 
@@ -160,7 +178,7 @@ def _scan_custom_bwd(cell, unroll, per_step, saved, cotangents):
         )
         d_small_t, d_prev_direct, d_projected_t, d_recurrent_t = pullback((d_carry, d_y))
         _, feedback_vjp = jax.vjp(lambda c: feedback(cell, c, aux_t, mask), carry_prev)
-        (d_prev_feedback,) = feedback_vjp(d_recurrent_t @ w_hh)
+        (d_prev_feedback,) = feedback_vjp(precision.matmul(d_recurrent_t, w_hh, matmul_dtype))
         d_prev = jax.tree_util.tree_map(jnp.add, d_prev_direct, d_prev_feedback)
         d_small = jax.tree_util.tree_map(jnp.add, d_small, d_small_t)
         return (d_prev, d_small), (d_projected_t, d_recurrent_t)
@@ -170,11 +188,13 @@ def _scan_custom_bwd(cell, unroll, per_step, saved, cotangents):
         body, init, (carries, recurrent, projected, aux, d_ys), reverse=True, unroll=unroll
     )
     # All steps' W_hh gradients as one [g, t*b] @ [t*b, h] matmul.
-    d_w_hh = jnp.einsum("tbg,tbh->gh", d_recurrent, h_in)
+    d_w_hh = precision.einsum("tbg,tbh->gh", d_recurrent, h_in, matmul_dtype)
     zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
     if per_step:
         # The input projection's gradients for all steps at once (one large matmul each).
-        _, projection_vjp = jax.vjp(lambda p, x: cell.project_inputs(p, x), proj, inputs)
+        _, projection_vjp = jax.vjp(
+            lambda p, x: cell.project_inputs(p, x, matmul_dtype), proj, inputs
+        )
         d_proj, d_inputs = projection_vjp(d_projected)
     else:
         d_proj, d_inputs = zeros(proj), gate_chunks(cell, d_projected)
