@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ett mr char adding copy adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
+# Studies: ptb ett mr char adding copy copy_arjovsky adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,9 @@ for study in "${studies[@]}"; do
     char) run char experiment=char_lm_shakespeare_2layer ;;
     adding) run adding -m experiment=adding_long_lags hydra.sweep.dir=multirun/adding_long_lags/main ;;
     copy) run copy -m experiment=copy_lags hydra.sweep.dir=multirun/copy_lags/main ;;
+    # The LSTM at lag 100 in Arjovsky et al.'s setting, 10x copy_lags' steps (issue 17).
+    copy_arjovsky) run copy_arjovsky -m experiment=copy_arjovsky \
+      hydra.sweep.dir=multirun/copy_arjovsky/main ;;
     # The LSTM at T = 400 with 3x the steps (384k sequences; Hochreiter & Schmidhuber used
     # ~200k at T = 500): 2000 steps left it at the baseline.
     adding400) run adding400 -m experiment=adding_long_lags model=lstm task.length=400 \
@@ -39,6 +42,6 @@ for study in "${studies[@]}"; do
     shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
       model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
       hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ett mr char adding copy adding400 recurrences shakespeare_cpu)"; exit 2 ;;
+    *) echo "unknown study $study (ptb ett mr char adding copy copy_arjovsky adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done
