@@ -86,6 +86,9 @@ class TrainerConfig:
             best evaluation so the best state is always on disk).
         keep_last: most recent checkpoints kept.
         keep_best: also keep the best checkpoint by `best_metric`.
+        score_final: also score the final state on every split (`results.json` "final" then
+            holds e.g. the test metrics after the last step, next to the best checkpoint's in
+            "best_checkpoint_metrics"; the papers that report the last epoch's test score).
         best_metric: validation metric ranking checkpoints; None uses the task's (e.g.
             `valid/mse`, `valid/accuracy`).
         best_mode: "min" or "max"; None uses the task's.
@@ -112,6 +115,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     keep_last: int = 2
     keep_best: bool = True
+    score_final: bool = False
     best_metric: str | None = None
     best_mode: str | None = None
     async_checkpointing: bool = False
@@ -842,6 +846,22 @@ def score_best(
     return scored, scored_step, best_step
 
 
+def score_final(
+    run: Attempt, state: State, final_step: int, scored: dict[str, float], scored_step: int
+) -> dict[str, float]:
+    """The final state's metrics on the splits after the monitored one (`score_best` has them
+    when it scored the final state)."""
+    final: dict[str, float] = {}
+    for split in run.task.splits[1:]:
+        if scored_step == final_step:
+            final.update({k: v for k, v in scored.items() if k.startswith(f"{split}/")})
+        else:
+            final.update(
+                evaluate(run.task, run.model, state["params"], split, run.eval_step, run.mesh)
+            )
+    return final
+
+
 def announce(run: Attempt, state: State, run_dir: Path) -> None:
     """Saves a language model's vocabulary and says what is trained where."""
     task = run.task
@@ -874,6 +894,9 @@ def finish(
     if not progress.last_eval:
         progress.last_eval = run.evaluate(final_step, state["params"])
     scored, scored_step, best_step = score_best(run, state, final_step)
+    if run.config.score_final:
+        final = score_final(run, state, final_step, scored, scored_step)
+        progress.last_eval = {**progress.last_eval, **final}
     final_scalars = final_score_names(scored, run.task.splits[0])
     run.writer.scalars(final_step, final_scalars)
     train_s = max(progress.train_seconds, 1e-9)

@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ett mr char adding copy copy_arjovsky adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
+# Studies: ptb ptb_seeds ett mr char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,9 @@ studies=("$@")
 for study in "${studies[@]}"; do
   case $study in
     ptb) run ptb experiment=ptb_zaremba_small ;;
+    # Three seeds, each scored at the last epoch too (trainer.score_final; issue 17): ~1 h each.
+    ptb_seeds) run ptb_seeds -m experiment=ptb_zaremba_small seed=0,1,2 trainer.score_final=true \
+      hydra.sweep.dir=multirun/ptb_zaremba_small/seeds ;;
     ett) run ett -m experiment=ett_lstma hydra.sweep.dir=multirun/ett_lstma/main ;;
     mr) run mr -m experiment=mr_10fold hydra.sweep.dir=multirun/mr_10fold/main ;;
     char) run char experiment=char_lm_shakespeare_2layer ;;
@@ -31,6 +34,14 @@ for study in "${studies[@]}"; do
     # The LSTM at lag 100 in Arjovsky et al.'s setting, 10x copy_lags' steps (issue 17).
     copy_arjovsky) run copy_arjovsky -m experiment=copy_arjovsky \
       hydra.sweep.dir=multirun/copy_arjovsky/main ;;
+    # What copy_arjovsky leaves out of the paper's setting, seed 0: no gradient clipping, 128
+    # units, Adam, and 5x the steps.
+    copy_arjovsky_variants) run copy_arjovsky_variants -m experiment=copy_arjovsky seed=0 \
+      optim.grad_clip_norm=null model.cell.hidden_size=40,128 \
+      hydra.sweep.dir=multirun/copy_arjovsky/no_clip hydra/launcher=local_parallel
+      run copy_arjovsky_variants -m experiment=copy_arjovsky seed=0 optim=adam \
+      optim.learning_rate=0.001 model.cell.hidden_size=128 trainer.steps=100000 \
+      hydra.sweep.dir=multirun/copy_arjovsky/adam_100k ;;
     # The LSTM at T = 400 with 3x the steps (384k sequences; Hochreiter & Schmidhuber used
     # ~200k at T = 500): 2000 steps left it at the baseline.
     adding400) run adding400 -m experiment=adding_long_lags model=lstm task.length=400 \
@@ -42,6 +53,6 @@ for study in "${studies[@]}"; do
     shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
       model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
       hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ett mr char adding copy copy_arjovsky adding400 recurrences shakespeare_cpu)"; exit 2 ;;
+    *) echo "unknown study $study (ptb ptb_seeds ett mr char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done
