@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ptb_seeds ett mr char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
+# Studies: ptb ptb_seeds ett mr mr_optuna char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,12 @@ for study in "${studies[@]}"; do
       hydra.sweep.dir=multirun/ptb_zaremba_small/seeds ;;
     ett) run ett -m experiment=ett_lstma hydra.sweep.dir=multirun/ett_lstma/main ;;
     mr) run mr -m experiment=mr_10fold hydra.sweep.dir=multirun/mr_10fold/main ;;
+    # Nested model selection: per test fold, an Optuna study on that fold's inner validation
+    # split (conf/hparams_search/mr_optuna.yaml); 24 trials of 0.5-3 min per fold.
+    mr_optuna) for fold in 0 1 2 3 4 5 6 7 8 9; do
+        run mr_optuna -m experiment=mr_sentiment hparams_search=mr_optuna task.fold=$fold \
+          hydra.sweep.dir=multirun/mr_optuna/fold_$fold
+      done ;;
     char) run char experiment=char_lm_shakespeare_2layer ;;
     adding) run adding -m experiment=adding_long_lags hydra.sweep.dir=multirun/adding_long_lags/main ;;
     copy) run copy -m experiment=copy_lags hydra.sweep.dir=multirun/copy_lags/main ;;
@@ -53,6 +59,6 @@ for study in "${studies[@]}"; do
     shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
       model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
       hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ptb_seeds ett mr char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu)"; exit 2 ;;
+    *) echo "unknown study $study (ptb ptb_seeds ett mr mr_optuna char adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done
