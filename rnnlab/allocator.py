@@ -19,9 +19,7 @@ this reads the environment first).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
 ENV = "RNNLAB_MALLOC"
 """Environment variable: "system" (or "0") keeps glibc's allocator settings as they are."""
@@ -39,6 +37,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallo
 _GLIBC_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+def _glibc_version() -> str:
+    """ "glibc 2.36" where the C library is glibc, else "" (asked of the library itself: no
+    scan of the interpreter's binary or `ldconfig` call at import time)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):  # no such name on this platform
+        return ""
+
+
 def reuse_freed_memory() -> str | None:
     """Apply the settings above; None when applied, else why not (nothing changed then).
 
@@ -47,13 +54,13 @@ def reuse_freed_memory() -> str | None:
     `MALLOC_TRIM_THRESHOLD_`): the user's choice stays."""
     if os.environ.get(ENV, "").strip().lower() in ("system", "0"):
         return f"{ENV}={os.environ[ENV]}"
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _glibc_version():
         return "not Linux with glibc"
     explicit = [name for name in _GLIBC_SETTINGS if name in os.environ]
     if explicit:
         return f"the environment sets glibc's allocator ({', '.join(explicit)})"
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")
         applied = (
             libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -98,15 +98,10 @@ def _select_isa(lib: ctypes.CDLL, wanted: str) -> str | None:
 
 
 @functools.cache
-def _load() -> tuple[str | None, str | None]:
-    """Load the library, choose its ISA and register its FFI targets: `(isa, None)` on success,
-    else `(None, why not)`."""
-    return _load_library()[:2]
-
-
-@functools.cache
-def _load_library() -> tuple[str | None, str | None, bool]:
-    """`_load()`, and whether the loaded kernels run bfloat16 matmuls."""
+def _load() -> tuple[str | None, str | None, bool]:
+    """Load the library, choose its ISA and register its FFI targets: `(isa, None, bf16)` on
+    success (`bf16`: whether the loaded kernels run bfloat16 matmuls), else
+    `(None, why not, False)`."""
     if os.environ.get("RNNLAB_NATIVE", "1") == "0":
         return None, "disabled by RNNLAB_NATIVE=0", False
     paths = _library_paths()
@@ -151,7 +146,7 @@ def unavailable_reason() -> str | None:
 def bf16_unavailable_reason() -> str | None:
     """Why the kernels cannot run bfloat16 matmuls (`matmul_dtype="bfloat16"`; None if they can):
     they need the AVX-512 path and a CPU with AVX512_BF16 (`vdpbf16ps`)."""
-    isa_name, reason, bf16 = _load_library()
+    isa_name, reason, bf16 = _load()
     if reason is not None:
         return f"is unavailable: {reason}"
     if not bf16:
