@@ -161,6 +161,20 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (`/proc/cpuinfo`, else `platform.processor()`), None if unknown: with
+    `cpu_count`, the machine a wall time or a speed was measured on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def now_utc() -> str:
     """The current time as an ISO-8601 UTC string."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -183,6 +197,7 @@ def collect(seed: int, start_step: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "seed": seed,
         "start_step": start_step,
