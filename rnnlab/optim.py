@@ -5,6 +5,7 @@ so a misspelt key or a wrong type fails at start-up); this module itself never i
 
 The update rule built by `build_optimizer` is, in order:
 
+    g <- clip(g, -grad_clip_value, grad_clip_value)  (element-wise, as Theano-era code did)
     g <- clip_by_global_norm(g, grad_clip_norm)                  (Pascanu et al. 2013)
     g <- g + weight_decay * w          (coupled L2; sgd, rmsprop and adam only)
     u <- optimiser(g) * schedule(step)  (adamw applies its decoupled decay here, Loshchilov &
@@ -94,10 +95,15 @@ class OptimConfig:
         momentum: SGD and RMSProp momentum (0 for none).
         nesterov: Nesterov momentum (SGD, RMSProp).
         decay: RMSProp's squared-gradient decay.
+        initial_scale: RMSProp's starting mean square (optax's `initial_scale`; 0 by default, so
+            the first update is `lr * g / sqrt((1 - decay) g^2)`, about 3x lr per parameter; e.g.
+            Arjovsky et al.'s code starts it at 1e-3, which damps the first steps).
         centered: centred RMSProp (Graves 2013).
         weight_decay: AdamW's decoupled decay, or an L2 term added to the gradient otherwise.
         decay_all: also decay vectors (biases, norms, peepholes); by default only matrices.
         grad_clip_norm: clip the gradient to this global norm (> 0); None for no clipping.
+        grad_clip_value: clip each gradient element to [-value, value] (> 0) before the norm
+            clipping; None (default) for none.
         schedule: the learning-rate schedule.
     """
 
@@ -109,10 +115,12 @@ class OptimConfig:
     momentum: float = 0.0
     nesterov: bool = False
     decay: float = 0.9
+    initial_scale: float = 0.0
     centered: bool = False
     weight_decay: float = 0.0
     decay_all: bool = False
     grad_clip_norm: float | None = None
+    grad_clip_value: float | None = None
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
@@ -123,7 +131,9 @@ class OptimConfig:
         for key in ("b1", "b2", "momentum", "decay"):
             check_float(f"optim.{key}", getattr(self, key), 0.0, 1.0, high_open=True)
         # null turns clipping off; 0 or a negative norm would not clip but corrupt the update
-        check_float("optim.grad_clip_norm", self.grad_clip_norm, 0.0, low_open=True, optional=True)
+        for key in ("grad_clip_norm", "grad_clip_value"):
+            check_float(f"optim.{key}", getattr(self, key), 0.0, low_open=True, optional=True)
+        check_float("optim.initial_scale", self.initial_scale, 0.0)
         if isinstance(self.schedule, dict):
             self.schedule = ScheduleConfig(**self.schedule)
 
@@ -211,6 +221,8 @@ def build_optimizer(
     schedule = build_schedule(config.learning_rate, config.schedule, total_steps, steps_per_epoch)
     mask = None if config.decay_all else decay_mask
     parts: list[optax.GradientTransformation] = []
+    if config.grad_clip_value:
+        parts.append(optax.clip(config.grad_clip_value))
     if config.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.weight_decay > 0 and config.name != "adamw":
@@ -237,6 +249,7 @@ def build_optimizer(
                 schedule,
                 decay=config.decay,
                 eps=config.eps,
+                initial_scale=config.initial_scale,
                 centered=config.centered,
                 momentum=momentum,
                 nesterov=config.nesterov,

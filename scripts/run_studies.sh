@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ptb_seeds ett mr mr_optuna char char512 adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
+# Studies: ptb ptb_seeds ett mr mr_optuna char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +51,16 @@ for study in "${studies[@]}"; do
       run copy_arjovsky_variants -m experiment=copy_arjovsky seed=0 optim=adam \
       optim.learning_rate=0.001 model.cell.hidden_size=128 trainer.steps=100000 \
       hydra.sweep.dir=multirun/copy_arjovsky/adam_100k ;;
+    # Arjovsky et al.'s code's training details (all-outputs loss, element-wise clipping, RMSProp
+    # from 1e-3, Glorot recurrent init), 3 seeds; then each ingredient reverted alone, seed 0.
+    copy_arjovsky_code) run copy_arjovsky_code -m experiment=copy_arjovsky_code \
+      hydra.sweep.dir=multirun/copy_arjovsky_code/main
+      for revert in task.loss_positions=recall "optim.grad_clip_value=null optim.grad_clip_norm=1" \
+          optim.initial_scale=0 model.cell.recurrent_init=orthogonal; do
+        # shellcheck disable=SC2086  # each entry is one or two overrides
+        run copy_arjovsky_code -m experiment=copy_arjovsky_code seed=0 $revert \
+          hydra.sweep.dir=multirun/copy_arjovsky_code/ablation
+      done ;;
     # The LSTM at T = 400 with 3x the steps (384k sequences; Hochreiter & Schmidhuber used
     # ~200k at T = 500): 2000 steps left it at the baseline.
     adding400) run adding400 -m experiment=adding_long_lags model=lstm task.length=400 \
@@ -62,6 +72,6 @@ for study in "${studies[@]}"; do
     shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
       model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
       hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ptb_seeds ett mr mr_optuna char char512 adding copy copy_arjovsky copy_arjovsky_variants adding400 recurrences shakespeare_cpu)"; exit 2 ;;
+    *) echo "unknown study $study (ptb ptb_seeds ett mr mr_optuna char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done

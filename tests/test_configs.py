@@ -243,3 +243,25 @@ def test_gradient_clipping_and_decay_mask() -> None:
     np.testing.assert_allclose(-updates["w"], 0.5 + 0.5, rtol=1e-6)
     np.testing.assert_allclose(updates["b"], 0.0)
     assert math.isclose(float(optax.tree.norm({"w": -updates["w"] - 0.5})), 1.0, rel_tol=1e-6)
+
+
+def test_element_clipping_comes_before_the_norm_and_rmsprop_starts_from_initial_scale() -> None:
+    """grad_clip_value clips each element, then grad_clip_norm scales the clipped gradient;
+    RMSProp's first update is lr * g / sqrt(decay * initial_scale + (1 - decay) * g^2)."""
+    sgd, _ = build_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, grad_clip_value=1.0, grad_clip_norm=1.0), 10
+    )
+    params = {"w": jnp.zeros(4)}
+    grads = {"w": jnp.array([100.0, -100.0, 0.5, 0.0])}
+    updates, _ = sgd.update(grads, sgd.init(params), params)
+    clipped = np.array([1.0, -1.0, 0.5, 0.0])
+    np.testing.assert_allclose(-updates["w"], clipped / np.linalg.norm(clipped), rtol=1e-6)
+    for scale in (0.0, 1e-3):
+        rms, _ = build_optimizer(
+            OptimConfig(name="rmsprop", learning_rate=0.1, decay=0.9, eps=1e-12,
+                        initial_scale=scale), 10,
+        )  # fmt: skip
+        g = jnp.array([0.01, 0.1])
+        updates, _ = rms.update({"w": g}, rms.init({"w": jnp.zeros(2)}))
+        expected = 0.1 * np.asarray(g) / np.sqrt(0.9 * scale + 0.1 * np.asarray(g) ** 2)
+        np.testing.assert_allclose(-updates["w"], expected, rtol=1e-4)

@@ -22,7 +22,7 @@ from rnnlab import cli
 from rnnlab.aggregate import baseline_value
 from rnnlab.data import synthetic
 from rnnlab.errors import ConfigError
-from rnnlab.tasks import MQARTask, RecallTask, SelectiveCopyTask
+from rnnlab.tasks import CopyTask, MQARTask, RecallTask, SelectiveCopyTask
 from tests.test_train import FAST, compose_train
 
 EVAL = {"eval_batches": 2, "eval_batch_size": 32}
@@ -275,3 +275,30 @@ def test_an_lstm_beats_the_baseline_through_the_runner(
     assert scored["valid/accuracy"] >= baselines["baseline/accuracy"] + 0.5
     assert scored["valid/loss"] < 0.5 * baselines["baseline/cross_entropy"]
     assert "test/accuracy" in scored and results["data"]["test_length"] == 8
+
+
+def test_the_copy_task_trains_on_every_output_with_loss_positions_all() -> None:
+    """loss_positions="all" (Arjovsky et al.): the training loss is the cross-entropy averaged
+    over all T outputs, blanks included; the metrics stay on the recall positions and
+    `loss_all` reports the training loss, against its memoryless baseline."""
+    common = {"seed": 0, "batch_size": 4, "lag": 5, "num_symbols": 3, "copy_length": 2}
+    every, recall = CopyTask(**common, loss_positions="all"), CopyTask(**common)
+    batch = every.train_batch(0)
+    logits = np.random.default_rng(0).normal(size=(*batch["targets"].shape, every.vocab_size))
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_p, batch["targets"][..., None], -1)[..., 0]
+    weights = batch["weights"]
+    sums, loss = every.objective(logits.astype(np.float32), batch)
+    np.testing.assert_allclose(float(loss), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        [float(x) for x in sums["loss_all"]], [nll.sum(), nll.size], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [float(x) for x in sums["loss"]], [(nll * weights).sum(), weights.sum()], rtol=1e-5
+    )
+    sums, loss = recall.objective(logits.astype(np.float32), batch)
+    np.testing.assert_allclose(float(loss), (nll * weights).sum() / weights.sum(), rtol=1e-5)
+    assert "loss_all" not in sums and "baseline/loss_all" not in recall.baselines()
+    assert every.baselines()["baseline/loss_all"] == pytest.approx(2 * np.log(3) / (5 + 4))
+    with pytest.raises(ConfigError, match="task.loss_positions must be one of recall, all"):
+        CopyTask(**common, loss_positions="blanks")

@@ -28,12 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.checks import check_bool, check_float, check_int
+from rnnlab.checks import check_bool, check_choice, check_float, check_int
 from rnnlab.data import synthetic
 from rnnlab.errors import ConfigError
 from rnnlab.models import SequenceClassifier, SequenceTagger
 from rnnlab.tasks.base import Batch, Sums, Task, regression_sums, weighted_cross_entropy
 from rnnlab.typing import Array, Carry
+
+COPY_LOSS_POSITIONS = ("recall", "all")
+"""What the copy task trains on: the recall positions, or every output (Arjovsky et al.)."""
 
 
 class AddingTask(Task):
@@ -101,9 +104,13 @@ class AddingTask(Task):
 class CopyTask(Task):
     """The copy (memory) task: reproduce `copy_length` symbols after `lag` blank steps.
 
-    Model: `SequenceTagger` over the `num_symbols + 2` token vocabulary. Loss: cross-entropy on
-    the scored (recall) positions only; `accuracy` is per scored symbol. A memoryless model
-    scores `log(num_symbols)` nats per scored position (`baseline/cross_entropy`).
+    Model: `SequenceTagger` over the `num_symbols + 2` token vocabulary. Metrics: `loss`, the
+    cross-entropy on the scored (recall) positions, and `accuracy` per scored symbol; a
+    memoryless model scores `log(num_symbols)` nats per scored position
+    (`baseline/cross_entropy`). The training loss is `loss` (`loss_positions="recall"`), or
+    (`"all"`) Arjovsky et al.'s: the cross-entropy averaged over all `T` outputs, blanks
+    included, then also reported as `loss_all` (memoryless baseline `baseline/loss_all` =
+    `copy_length * log(num_symbols) / T`).
 
     Args:
         seed: run seed.
@@ -114,6 +121,7 @@ class CopyTask(Task):
         copy_length: symbols to remember, >= 1.
         eval_batches: number of fixed evaluation batches, >= 1.
         eval_batch_size: their size, >= 1.
+        loss_positions: "recall" (train on the scored positions) or "all" (on every output).
 
     Raises:
         ConfigError: a setting out of range (the message names `task.<key>`).
@@ -131,8 +139,12 @@ class CopyTask(Task):
         copy_length: int = 10,
         eval_batches: int = 4,
         eval_batch_size: int = 128,
+        loss_positions: str = "recall",
     ):
         super().__init__(seed, batch_size)
+        self.loss_positions = check_choice(
+            "task.loss_positions", loss_positions, COPY_LOSS_POSITIONS
+        )
         self.lag = check_int("task.lag", lag, 1)
         self.num_symbols = check_int("task.num_symbols", num_symbols, 1)
         self.copy_length = check_int("task.copy_length", copy_length, 1)
@@ -165,10 +177,19 @@ class CopyTask(Task):
         return self._eval
 
     def objective(self, outputs: Array, batch: Batch) -> tuple[Sums, Array]:
-        return weighted_cross_entropy(outputs, batch["targets"], batch["weights"])
+        sums, loss = weighted_cross_entropy(outputs, batch["targets"], batch["weights"])
+        if self.loss_positions == "all":
+            every, loss = weighted_cross_entropy(outputs, batch["targets"])
+            sums = {**sums, "loss_all": every["loss"]}
+        return sums, loss
 
     def baselines(self) -> dict[str, float]:
-        return {"baseline/cross_entropy": math.log(self.num_symbols)}
+        baselines = {"baseline/cross_entropy": math.log(self.num_symbols)}
+        if self.loss_positions == "all":
+            baselines["baseline/loss_all"] = synthetic.copy_baseline_cross_entropy(
+                self.num_symbols, self.copy_length, self.lag
+            )
+        return baselines
 
 
 class StateTrackingTask(Task):
