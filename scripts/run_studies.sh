@@ -60,7 +60,10 @@ for study in "${studies[@]}"; do
         # shellcheck disable=SC2086  # each entry is one or two overrides
         run copy_arjovsky_code -m experiment=copy_arjovsky_code seed=0 $revert \
           hydra.sweep.dir=multirun/copy_arjovsky_code/ablation
-      done ;;
+      done
+      # Where the curve goes: 5x the steps (2M sequences), 3 seeds.
+      run copy_arjovsky_code -m experiment=copy_arjovsky_code trainer.steps=100000 \
+        trainer.checkpoint_every=10000 hydra.sweep.dir=multirun/copy_arjovsky_code/steps_100k ;;
     # The LSTM at T = 400 with 3x the steps (384k sequences; Hochreiter & Schmidhuber used
     # ~200k at T = 500): 2000 steps left it at the baseline.
     adding400) run adding400 -m experiment=adding_long_lags model=lstm task.length=400 \
