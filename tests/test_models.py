@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,6 +309,7 @@ def test_dropout_only_when_training():
         cell=LSTMCell(H),
         num_layers=2,
         dropout=0.5,
+        word_dropout=0.2,
         recurrent_dropout=0.3,
         zoneout=0.2,
         num_outputs=C,
@@ -327,6 +329,29 @@ def test_dropout_only_when_training():
     )
     np.testing.assert_array_equal(train, train_again)
     assert not np.allclose(train, evaluation) and not np.allclose(train, other)
+
+
+@pytest.mark.parametrize("model_class", [SequenceClassifier, LanguageModel, Seq2Seq])
+def test_word_dropout_zeroes_whole_tokens_only_when_training(model_class) -> None:
+    """Each token's embedding is kept whole (scaled by 1 / (1 - rate)) or zeroed whole, about
+    `rate` of them zeroed; evaluation is the identity; every model that embeds tokens has it."""
+    fields = {
+        SequenceClassifier: {"num_outputs": C, "vocab_size": V},
+        LanguageModel: {"vocab_size": V},
+        Seq2Seq: {"source_vocab_size": V, "target_vocab_size": V, "output_size": V},
+    }[model_class]
+    model = model_class(cell=GRUCell(H), word_dropout=0.25, embed_dim=4, **fields)
+    xs = _features(0, (4, 100, 4))
+    drop = nn.apply(lambda m, x, train: m.drop_words(x, train), model)
+    dropped = drop({}, xs, True, rngs={"dropout": jax.random.PRNGKey(3)})
+    zeroed = np.all(np.asarray(dropped) == 0.0, axis=-1)
+    np.testing.assert_allclose(
+        np.asarray(dropped)[~zeroed], np.asarray(xs)[~zeroed] / 0.75, rtol=1e-6
+    )
+    assert 0.18 < zeroed.mean() < 0.32  # 400 tokens at rate 0.25
+    np.testing.assert_array_equal(drop({}, xs, False), xs)
+    with pytest.raises(ValueError, match="word_dropout must be in"):
+        model_class(cell=GRUCell(H), word_dropout=1.0, **fields)
 
 
 def test_classifier_loss_falls():

@@ -86,6 +86,9 @@ class Backbone(nn.Module, kw_only=True):
         bidirectional: also run each sequence back to front (within its length).
         merge: "concat" or "sum" for the two directions' outputs.
         dropout: rate on the embedding output, between layers and on the last layer's output.
+        word_dropout: rate at which a token's whole embedding is zeroed during training (the
+            kept ones scaled by 1 / (1 - rate)): word dropout (Iyyer et al. 2015; Dai & Le
+            2015 drop input words), before `dropout`; only where the model embeds token ids.
         recurrent_dropout: variational dropout on the fed-back state (Gal & Ghahramani 2016).
         zoneout: zoneout rate on every carry leaf (Krueger et al. 2017).
         unroll: `lax.scan` unroll factor.
@@ -121,6 +124,7 @@ class Backbone(nn.Module, kw_only=True):
     bidirectional: bool = False
     merge: str = "concat"
     dropout: float = 0.0
+    word_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     unroll: int = 1
@@ -168,7 +172,7 @@ class Backbone(nn.Module, kw_only=True):
                 raise ValueError(f'{owner}.backend="native" is not possible: {reason}')
         if self.num_layers < 1:
             raise ValueError(f"{owner}.num_layers must be >= 1, got {self.num_layers}")
-        for name in ("dropout", "recurrent_dropout", "zoneout"):
+        for name in ("dropout", "word_dropout", "recurrent_dropout", "zoneout"):
             rate = getattr(self, name)
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{owner}.{name} must be in [0, 1), got {rate}")
@@ -241,6 +245,17 @@ class Backbone(nn.Module, kw_only=True):
             return xs
         return nn.Dropout(self.dropout)(xs, deterministic=not train)
 
+    def drop_words(self, xs: Array, train: bool) -> Array:
+        """Word dropout on embedded tokens `[b, t, d]`: each token's vector zeroed with
+        probability `word_dropout` (one draw per token, shared by its d features), the kept ones
+        scaled by 1 / (1 - rate); identity in evaluation. Needs a `dropout` RNG when training."""
+        if self.word_dropout == 0.0 or not train:
+            return xs
+        keep = jax.random.bernoulli(
+            self.make_rng("dropout"), 1.0 - self.word_dropout, xs.shape[:-1]
+        )
+        return jnp.where(keep[..., None], xs / (1.0 - self.word_dropout), 0.0).astype(xs.dtype)
+
     def embed_inputs(self, inputs: Array, vocab_size: int | None, name: str = "embed") -> Array:
         """Token ids `[b, t]` -> `[b, t, embed_dim]` with an `nn.Embed`, or features `[b, t, d]`
         unchanged when `vocab_size` is None."""
@@ -269,7 +284,7 @@ class Backbone(nn.Module, kw_only=True):
         """
         xs = self.embed_inputs(inputs, vocab_size)
         if vocab_size is not None:
-            xs = self.drop(xs, train)
+            xs = self.drop(self.drop_words(xs, train), train)
         carries, states = self.make_stack(name="stack")(xs, lengths=lengths, train=train)
         return carries, self.drop(states, train)
 

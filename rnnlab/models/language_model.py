@@ -101,7 +101,7 @@ class LanguageModel(Backbone, kw_only=True):
             name="embed",
         )
         check_inputs(type(self).__name__, tokens, self.vocab_size)
-        xs = self.drop(embed(tokens), train)
+        xs = self.drop(self.drop_words(embed(tokens), train), train)
         carry, states = self.make_stack(name="stack")(
             xs, resets=resets, initial_carry=carry, train=train
         )

@@ -132,7 +132,7 @@ class Seq2Seq(Backbone, kw_only=True):
         check_inputs(f"{type(self).__name__} source", source, self.source_vocab_size)
         xs = source
         if self.source_vocab_size is not None:
-            xs = self.drop(self.source_embed(source), train)
+            xs = self.drop(self.drop_words(self.source_embed(source), train), train)
         carries, states = self.encoder(xs, lengths=source_lengths, train=train)
         states = self.drop(states, train)
         keys = states if self.key_projection is None else self.key_projection(states)
@@ -172,7 +172,7 @@ class Seq2Seq(Backbone, kw_only=True):
         )
         ys = decoder_inputs
         if self.target_vocab_size is not None:
-            ys = self.drop(self.target_embed(decoder_inputs), train)
+            ys = self.drop(self.drop_words(self.target_embed(decoder_inputs), train), train)
         carry, states = self.decoder(ys, lengths=target_lengths, initial_carry=carry, train=train)
         states = self.drop(states, train)
         if self.attention == "none":
