@@ -351,6 +351,10 @@ IMPLIED_BEFORE = {
     "model.mlp_expansion": None,
     "model.slstm_at": "[]",
     "task.windows": "stateful",
+    "task.loss_positions": "recall",
+    "model.word_dropout": 0.0,
+    "optim.grad_clip_value": None,
+    "optim.initial_scale": 0.0,
 }
 """Keys that the configs of runs saved by earlier versions lack, with the value those runs used
 (what the code did without the key), so that such runs still compare equal and resume. A key

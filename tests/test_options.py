@@ -69,9 +69,15 @@ def test_impossible_native_kernel_stops_at_construction() -> None:
 
 
 def test_runs_saved_without_the_new_keys_still_resume() -> None:
-    current = cli.config_snapshot(compose_train([]))
-    saved = {k: v for k, v in current.items() if k not in cli.IMPLIED_BEFORE}
-    assert cli.compare_configs(saved, current) == ([], [])
+    """A run saved before a key existed compares equal to today's config with the key at its
+    implied value; every implied key is a real key of some task's config (no misspelling)."""
+    seen = set()
+    for overrides in ([], ["task=copy"], ["task=char_lm"]):
+        current = cli.config_snapshot(compose_train(overrides))
+        saved = {k: v for k, v in current.items() if k not in cli.IMPLIED_BEFORE}
+        assert cli.compare_configs(saved, current) == ([], [])
+        seen |= set(current) & set(cli.IMPLIED_BEFORE)
+    assert seen == set(cli.IMPLIED_BEFORE)
     strict, _ = cli.compare_configs(saved, {**current, "model.backend": "xla"})
     assert strict == ["model.backend: 'auto' -> 'xla'"]
 
