@@ -349,8 +349,9 @@ def render_table(rows: Sequence[Mapping[str, Any]], snapshots: Mapping[str, Any]
 
 def replace_block(text: str, table: str, path: Path) -> str:
     """`text` with the part between `BEGIN` and `END` replaced by `table`."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
+    start = text.find(BEGIN)
+    end = text.find(END, start) if start >= 0 else -1
+    if start < 0 or end < 0:
         raise ConfigError(
             f"{path} has no results block; add the two lines\n{BEGIN}\n{END}\nwhere the table goes"
         )
