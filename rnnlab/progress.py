@@ -160,7 +160,9 @@ SWEEP_STATES = ("completed", "running", "failed")
 def job_states(sweep_dir: str | os.PathLike[str]) -> dict[str, int]:
     """How many jobs below `sweep_dir` have completed, are running, or failed (diverged and
     interrupted runs count as failed): read from each run's `results.json` (written at the end,
-    whatever the outcome) or, before it exists, `provenance.json` (written at the start)."""
+    whatever the outcome) or, before it exists, `provenance.json` (written at the start; an
+    attempt still marked running whose process is gone from this host was interrupted)."""
+    from rnnlab.provenance import process_gone
     from rnnlab.rundir import PROVENANCE_FILE, RESULTS_FILE, read_json
 
     counts = dict.fromkeys(SWEEP_STATES, 0)
@@ -168,7 +170,8 @@ def job_states(sweep_dir: str | os.PathLike[str]) -> dict[str, int]:
         results = read_json(started.with_name(RESULTS_FILE))
         if results is None:
             attempts = (read_json(started) or {}).get("attempts") or [{}]
-            running = attempts[-1].get("status", "running") == "running"
+            last = attempts[-1]
+            running = last.get("status", "running") == "running" and not process_gone(last)
             counts["running" if running else "failed"] += 1
         else:
             counts["completed" if results.get("status") == "completed" else "failed"] += 1

@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,7 @@ def collect(seed: int, start_step: int) -> dict[str, Any]:
         "devices": device_info(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "cpu_count": os.cpu_count(),
         "cpu": cpu_model(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -257,6 +259,22 @@ class ProvenanceRecord:
         if self.attempt["status"] == "running":
             return done + time.perf_counter() - self._tic
         return done + self.attempt["wall_s"]
+
+
+def process_gone(attempt: Mapping[str, Any]) -> bool:
+    """Whether an attempt still marked "running" is known to have ended without a word: it
+    recorded this host and a process id that no longer exists here. False where that cannot be
+    told (another host, or an attempt saved before `pid` was recorded)."""
+    pid = attempt.get("pid")
+    if attempt.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def mark_killed(attempt: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -117,6 +118,27 @@ def test_sweep_state_is_read_from_the_run_directories(tmp_path: Path) -> None:
     assert (
         sweep_line(counts, None, 5.0) == "sweep: 3/? jobs done (2 failed), 1 running, 5 s elapsed"
     )
+
+
+def test_a_job_whose_process_is_gone_counts_as_interrupted(tmp_path: Path) -> None:
+    """A run killed without a word stays marked "running" in provenance.json; where it recorded
+    this host and a process id that no longer exists, it counts as failed, not running."""
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    here = socket.gethostname()
+    for name, attempt in {
+        "gone": {"status": "running", "host": here, "pid": int(ended.stdout)},
+        "alive": {"status": "running", "host": here, "pid": os.getpid()},
+        "elsewhere": {"status": "running", "host": here + "-other", "pid": int(ended.stdout)},
+        "no_pid": {"status": "running", "host": here},
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "provenance.json").write_text(json.dumps({"attempts": [attempt]}))
+    assert job_states(tmp_path) == {"completed": 0, "running": 3, "failed": 1}
 
 
 def test_sweep_monitor_logs_while_running_and_once_at_the_end(
