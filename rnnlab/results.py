@@ -45,6 +45,7 @@ import yaml
 from rnnlab import rundir
 from rnnlab.aggregate import metric_mode, metric_value, wall_seconds
 from rnnlab.errors import ConfigError, report_user_errors
+from rnnlab.progress import format_duration
 from rnnlab.rundir import Run, find_run_dirs, load_run
 
 PROG = "rnnlab-results"
@@ -288,16 +289,6 @@ def _changed(snapshot: Mapping[str, Any], path: Path) -> bool:
 # ---- rendering: manifest + snapshots -> Markdown ----------------------------------------------
 
 
-def duration(seconds: float) -> str:
-    """Seconds for a reader: "48 s", "3 min 5 s", "1 h 12 min"."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def _cells(row: Mapping[str, Any], snapshot: Mapping[str, Any] | None) -> tuple[str, str]:
     """The row's rnnlab and wall-time cells."""
     expect = row.get("expect")
@@ -315,15 +306,13 @@ def _cells(row: Mapping[str, Any], snapshot: Mapping[str, Any] | None) -> tuple[
     selected = [values[n].n for n, spec in row["values"].items() if "select" in spec]
     done = max(selected) if selected else snapshot["runs"]["completed"]
     walls = [w for w in snapshot["wall_s"].values() if w is not None]
-    span = (
-        duration(min(walls)) if walls and duration(min(walls)) == duration(max(walls))
-        else f"{duration(min(walls))} – {duration(max(walls))}" if walls else "—"
-    )  # fmt: skip
+    low, high = (format_duration(min(walls)), format_duration(max(walls))) if walls else ("—",) * 2
+    span = low if low == high else f"{low} – {high}"
     fields = {
         **values,
         "runs": str(snapshot["runs"]["completed"]),
         "wall": span,
-        "wall_total": duration(sum(walls)) if walls else "—",
+        "wall_total": format_duration(sum(walls)) if walls else "—",
         "machine": ", ".join(snapshot["machines"]) or "unknown machine",
     }
     text = row["text"].format_map(fields)

@@ -67,7 +67,7 @@ def test_a_row_is_mean_and_sample_std_over_completed_seeds(seeds: Path) -> None:
     std = statistics.stdev([1.25, 1.5, 2.0])
     assert f"best 1.583 ± {std:.3f}, last 1.83 ± {std:.2f} (1.50, 1.75, 2.25; min 1.250)" in table
     assert "acc 60.0 ± 10.0, 3 runs" in table  # the failed seed counts nowhere
-    assert "1 min 0 s – 1 min 2 s per run, 2-core CPU (Test CPU)" in table
+    assert "1 min 00 s – 1 min 02 s per run, 2-core CPU (Test CPU)" in table
     assert "so far" not in table
     snapshot = json.loads((seeds / "snap" / "loss.json").read_text())
     assert snapshot["runs"]["other"] == {"multirun/sweep/seed=3": "failed"}
