@@ -355,6 +355,9 @@ IMPLIED_BEFORE = {
     "model.word_dropout": 0.0,
     "optim.grad_clip_value": None,
     "optim.initial_scale": 0.0,
+    "trainer.init_from": None,
+    "trainer.init_checkpoint": "best",
+    "trainer.init_params": None,
 }
 """Keys that the configs of runs saved by earlier versions lack, with the value those runs used
 (what the code did without the key), so that such runs still compare equal and resume. A key

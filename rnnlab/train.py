@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,14 @@ import optax
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from rnnlab import distributed
-from rnnlab.checkpoint import CheckpointConfig, CheckpointDamaged, Checkpointer, peek_saved_config
+from rnnlab import distributed, transfer
+from rnnlab.checkpoint import (
+    CheckpointConfig,
+    CheckpointDamaged,
+    Checkpointer,
+    parse_checkpoint,
+    peek_saved_config,
+)
 from rnnlab.checks import check_choice, check_float, check_int
 from rnnlab.errors import ConfigError, RunDirError, UserError
 from rnnlab.models import count_params
@@ -106,6 +112,14 @@ class TrainerConfig:
             skip its finished jobs); False trains/evaluates again from the last checkpoint.
         divergence_factor: stop the run as diverged when a training loss exceeds this many
             times the run's first loss (e.g. a learning rate far too large); None never does.
+        init_from: a run directory whose checkpoint starts this run's parameters (a warm
+            start: pretrain, then fine-tune): every parameter whose path it shares is copied,
+            embedding rows by token (`rnnlab.transfer`); None starts from the seed's
+            initialisation. Used only for a fresh start: a resumed run continues from its own
+            checkpoint.
+        init_checkpoint: that run's checkpoint: "best", "latest" or a step.
+        init_params: glob patterns of the parameter paths to copy (`[embed/*, stack/*]`);
+            None for every parameter the source run has.
     """
 
     steps: int = 2000
@@ -127,6 +141,9 @@ class TrainerConfig:
     sample_tokens: int = 200
     skip_finished: bool = True
     divergence_factor: float | None = 1000.0
+    init_from: str | None = None
+    init_checkpoint: str = "best"
+    init_params: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_last"):
@@ -139,6 +156,15 @@ class TrainerConfig:
         check_float(
             "trainer.divergence_factor", self.divergence_factor, 1.0, low_open=True, optional=True
         )
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("trainer.init_from must be a run directory or null, got ''")
+        if not (
+            str(self.init_checkpoint) in ("best", "latest") or str(self.init_checkpoint).isdigit()
+        ):
+            raise ConfigError(
+                'trainer.init_checkpoint must be "best", "latest" or a step number, got '
+                f"{self.init_checkpoint!r}"
+            )
 
 
 class DivergenceError(UserError, RuntimeError):
@@ -522,10 +548,16 @@ def init_state(
     optimizer: optax.GradientTransformation,
     seed: int,
     mesh: jax.sharding.Mesh,
+    source: transfer.Source | None = None,
+    include: Sequence[str] | None = None,
 ) -> State:
-    """The state at step 0, placed on the mesh. Keys: `split(PRNGKey(seed))` -> (init, train)."""
+    """The state at step 0, placed on the mesh. Keys: `split(PRNGKey(seed))` -> (init, train).
+    With a `source` run the params are warm-started from it (`rnnlab.transfer.warm_start`, the
+    leaves `include` selects)."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     params = task.init_params(model, init_key)
+    if source is not None:
+        params = transfer.warm_start(params, task.vocab, source, include)
     state: State = {
         "params": params,
         "opt_state": optimizer.init(params),
@@ -729,15 +761,27 @@ def restore_or_init(
     seed: int,
     mesh: jax.sharding.Mesh,
     checkpointer: Checkpointer,
-    resume: bool,
+    config: TrainerConfig,
+    source: transfer.Source | None = None,
 ) -> tuple[int, State, dict[str, Any]]:
-    """`(start step, state, meta)`: the newest checkpoint that verifies, or step 0."""
+    """`(start step, state, meta)`: the newest checkpoint that verifies, or step 0 (warm-started
+    when `config.init_from` is set; from `source` when it was loaded already)."""
     state = init_state(task, model, optimizer, seed, mesh)
-    found = checkpointer.restore_latest(state) if resume else None
+    found = checkpointer.restore_latest(state) if config.resume else None
     if found is None:
+        if config.init_from is not None:
+            source = source or load_init_source(config)
+            state = init_state(task, model, optimizer, seed, mesh, source, config.init_params)
         return 0, state, {}
     log.info("Resumed from step %d of %s", found[0], checkpointer.directory)
     return found
+
+
+def load_init_source(config: TrainerConfig) -> transfer.Source:
+    """The run `config.init_from` names, at `config.init_checkpoint` (`rnnlab.transfer`)."""
+    return transfer.load_source(
+        config.init_from, parse_checkpoint(config.init_checkpoint) or "latest"
+    )
 
 
 def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm) -> State:
@@ -1007,6 +1051,10 @@ def train(
     mesh = distributed.make_mesh()
     distributed.check_batch_size(task.batch_size, mesh)
     check_run_dir(config, config_snapshot, run_dir, compare_configs)  # refusals raise here
+    # A warm start's source is read before anything is written: a bad one stops a fresh run here.
+    source = None
+    if config.init_from is not None and not holds_a_run(run_dir):
+        source = load_init_source(config)
     if on_accept is not None:
         on_accept()
     best_metric = config.best_metric or task.monitor
@@ -1015,7 +1063,7 @@ def train(
         checkpointer = open_checkpointer(run_dir, config, best_metric, best_mode)
         cleanup.callback(checkpointer.close)
         start, state, meta = restore_or_init(
-            task, model, optimizer, seed, mesh, checkpointer, config.resume
+            task, model, optimizer, seed, mesh, checkpointer, config, source
         )
         main = distributed.is_main_process()
         writer = RunWriter(run_dir, logger, purge_step=start + 1, enabled=main)

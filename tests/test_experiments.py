@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from rnnlab import cli
 from tests.test_configs import compose_train as compose_with_hydra
@@ -47,6 +48,12 @@ def first_job(experiment: str) -> tuple[str, list[str]]:
     return cfg.hydra.runtime.choices.task, job
 
 
+WARM_START_SOURCES = {
+    "mr_lm_init": [*FAST, "experiment=mr_lm_pretrain", *TASK_OVERRIDES["sentiment_lm"], *SHRINK]
+}
+"""Per preset with `trainer.init_from`: the (shrunk) overrides of the run it starts from."""
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_data(tmp_path_factory.mktemp("data"))
@@ -66,10 +73,17 @@ def test_every_experiment_trains_its_first_job(
         *SHRINK,
     ]
     cfg = compose_train(overrides)
+    if cfg.trainer.init_from is not None:  # a warm-started preset: its source run, made tiny
+        source = tmp_path / "source"
+        source_cfg = compose_train(WARM_START_SOURCES[experiment] + [f"data_dir={data_dir}"])
+        assert cli.train_from_config(source_cfg, source)["status"] == "completed"
+        (source / ".hydra").mkdir()
+        OmegaConf.save(source_cfg, source / ".hydra" / "config.yaml")
+        cfg = compose_train([*overrides, f"trainer.init_from={source}"])
     assert cfg.trainer.steps == 2 and cfg.model.cell.hidden_size == 8
-    results = cli.train_from_config(cfg, tmp_path)
+    results = cli.train_from_config(cfg, tmp_path / "run")
     assert results["status"] == "completed", results
-    losses = train_losses(tmp_path)
+    losses = train_losses(tmp_path / "run")
     assert len(losses) == 2 and np.all(np.isfinite(losses))
     assert results["best_checkpoint_metrics"]
     assert all(np.isfinite(v) for v in results["best_checkpoint_metrics"].values())

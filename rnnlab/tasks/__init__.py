@@ -7,7 +7,7 @@ its keys are the constructor's keyword arguments (`base.check_config_keys`).
 from rnnlab.tasks.base import Batch, Task, check_config_keys, config_keys, make_model
 from rnnlab.tasks.forecasting import ETTTask, ForecastTask
 from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, TextLMTask, WordLMTask
-from rnnlab.tasks.sentiment import SentimentTask, TextClassificationTask
+from rnnlab.tasks.sentiment import SentimentLMTask, SentimentTask, TextClassificationTask
 from rnnlab.tasks.synthetic import (
     AddingTask,
     CopyTask,
@@ -32,6 +32,7 @@ __all__ = [
     "ParityTask",
     "RecallTask",
     "SelectiveCopyTask",
+    "SentimentLMTask",
     "SentimentTask",
     "StateTrackingTask",
     "Task",

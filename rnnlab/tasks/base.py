@@ -56,6 +56,7 @@ import optax
 
 from rnnlab.cells.base import Cell
 from rnnlab.checks import check_int
+from rnnlab.data.text import Vocabulary
 from rnnlab.errors import ConfigError
 from rnnlab.typing import Array, Carry, Params, PRNGKey
 
@@ -165,6 +166,12 @@ class Task(abc.ABC):
     def splits(self) -> tuple[str, ...]:
         """Evaluation splits this task has."""
         return ("valid",)
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The token vocabulary of a task whose inputs are token ids (None otherwise): what a
+        warm start (`rnnlab.transfer`) remaps embedding rows by."""
+        return None
 
     @property
     def steps_per_epoch(self) -> int | None:

@@ -26,10 +26,12 @@ import numpy as np
 
 from rnnlab.attention import POOLING_KINDS
 from rnnlab.checks import check_bool, check_choice, check_float, check_int, check_path
-from rnnlab.data import batching, registry, sentiment
+from rnnlab.data import batching, registry, sentiment, text
+from rnnlab.data.text import Vocabulary
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import SequenceClassifier
 from rnnlab.tasks.base import Batch, Sums, Task, weighted_cross_entropy
+from rnnlab.tasks.language_model import LanguageModelTask
 from rnnlab.typing import Array, Carry
 
 
@@ -156,6 +158,10 @@ class SentimentTask(Task):
         return tuple(split for split in ("valid", "test") if split in self.data)
 
     @property
+    def vocab(self) -> Vocabulary:
+        return self.data["vocab"]
+
+    @property
     def steps_per_epoch(self) -> int:
         return batching.batches_per_epoch(len(self.data["train"][2]), self.batch_size)
 
@@ -273,3 +279,74 @@ class TextClassificationTask(SentimentTask):
             )
         sentences = [sentiment.tokenize(t, self.level, self.lowercase) for t in table.texts]
         return sentences, labels, classes, table.splits
+
+
+class SentimentLMTask(LanguageModelTask):
+    """A word-level language model on the training sentences of MR's split (labels unused): the
+    pretraining of Dai & Le (2015, "Semi-supervised Sequence Learning") whose embedding and LSTM
+    then start a classifier (`trainer.init_from`).
+
+    The split is `SentimentTask`'s for the same `path`, `num_folds`, `fold`, `split_seed` and
+    `valid_fraction`: the model trains on that split's training sentences (in the split's
+    order, each followed by `<eos>`, one stream as PTB) and is validated on its validation
+    sentences. The test fold is never read: a classifier warm-started from this run and scored on
+    that fold has seen none of its sentences. The vocabulary is the classifier's for the same
+    `min_count` and `max_vocab` (`<pad>`, `<unk>`, the training words by count) with `<eos>`
+    appended, so every word keeps its id; `rnnlab.transfer` would remap rows by token anyway.
+
+    Args:
+        seed, batch_size: as `LanguageModelTask` (rows of the training stream).
+        path, num_folds, fold, split_seed, valid_fraction, min_count, max_vocab: as
+            `SentimentTask`.
+        **kwargs: `LanguageModelTask`'s (`bptt`, `windows`, `eval_batch_size`, ...).
+    """
+
+    name = "sentiment_lm"
+    separator = " "
+    report_bpc = False
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        path: str,
+        num_folds: int = 10,
+        fold: int = 0,
+        split_seed: int = 0,
+        valid_fraction: float = 0.1,
+        min_count: int = 1,
+        max_vocab: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(seed, batch_size, **kwargs)
+        self.split = SentimentTask(
+            seed,
+            1,
+            path,
+            num_folds=num_folds,
+            fold=fold,
+            split_seed=split_seed,
+            valid_fraction=valid_fraction,
+            min_count=min_count,
+            max_vocab=max_vocab,
+        )
+        self.path = self.split.path
+
+    def load(self) -> dict[str, Any]:
+        """`{"train": ids, "valid": ids, "vocab": Vocabulary}`; no test split (see above)."""
+        sentences, _, _, splits = self.split.load()
+        indices = self.split._split_indices(len(sentences), splits)
+        train = [sentences[i] for i in indices["train"]]
+        words = sentiment.build_vocab(train, self.split.min_count, self.split.max_vocab)
+        vocab = Vocabulary((*words.tokens, text.EOS), unk=words.unk)
+        eos = vocab.token_id(text.EOS)
+
+        def stream(idx: np.ndarray) -> np.ndarray:
+            parts = [np.append(vocab.encode(sentences[i]), eos) for i in idx]
+            return np.concatenate(parts).astype(np.int32)
+
+        return {
+            "train": stream(indices["train"]),
+            "valid": stream(indices["valid"]),
+            "vocab": vocab,
+        }
