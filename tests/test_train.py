@@ -64,6 +64,7 @@ TASK_OVERRIDES = {
     "word_lm": ["task.bptt=8", "task.eval_batch_size=2", "task.eval_max_windows=2"],
     "sentiment": ["task.max_len=12", "task.eval_batch_size=16"],
     "sentiment_lm": ["task.bptt=4", "task.eval_batch_size=2", "task.eval_max_windows=2"],
+    "text_classification_lm": ["task.bptt=4", "task.eval_batch_size=2", "task.eval_max_windows=2"],
     "text_classification": ["task.max_len=12", "task.eval_batch_size=16"],
     "text_lm": ["task.bptt=16", "task.eval_batch_size=4", "task.eval_max_windows=2"],
     "csv_forecast": ["task.input_len=8", "task.horizon=4", "task.eval_batch_size=16"],
@@ -96,6 +97,7 @@ MODEL_TASK = [
     ("mlstm", "char_lm"),
     ("lru", "mqar"),
     ("lstm", "sentiment_lm"),
+    ("gru", "text_classification_lm"),
 ]
 
 

@@ -23,7 +23,12 @@ from rnnlab import cli
 from rnnlab.data.text import EOS, Vocabulary
 from rnnlab.distributed import make_mesh
 from rnnlab.errors import ConfigError, RunNotFoundError
-from rnnlab.tasks import SentimentLMTask, SentimentTask
+from rnnlab.tasks import (
+    SentimentLMTask,
+    SentimentTask,
+    TextClassificationLMTask,
+    TextClassificationTask,
+)
 from rnnlab.train import TrainerConfig, init_state
 from rnnlab.transfer import load_source, transfer
 from tests.test_train import FAST, TASK_OVERRIDES, compose_train, make_tiny_data, run
@@ -189,3 +194,31 @@ def test_a_missing_source_run_names_the_key(tmp_path: Path, data_dir: Path) -> N
     # Stopped before the run wrote anything: only the front end's record of the failure.
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_file_of_labelled_texts_pretrains_its_own_classifier(tmp_path: Path) -> None:
+    """`TextClassificationLMTask` at character level on a file with a split column: its streams
+    are the train and valid rows' texts (never the test rows'), bits per character reported, and
+    its vocabulary is the same file's classifier's plus <eos> (what the warm start maps by)."""
+    rows = ["text,label,part"] + [
+        f"{text},{label},{part}"
+        for text, label, part in [
+            ("good fun", "pos", "train"),
+            ("bad day", "neg", "train"),
+            ("fine film", "pos", "train"),
+            ("fine day", "neg", "valid"),
+            ("xyz qqq", "pos", "test"),
+        ]
+    ]
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(rows) + "\n")
+    columns = dict(split_column="part", level="char", max_vocab=None)
+    lm = TextClassificationLMTask(0, 1, str(path), bptt=2, eval_batch_size=1, **columns)
+    assert lm.report_bpc and lm.separator == ""
+    assert (
+        "".join(lm.vocab.decode(lm.corpus["train"])) == f"good fun{EOS}bad day{EOS}fine film{EOS}"
+    )
+    assert "".join(lm.vocab.decode(lm.corpus["valid"])) == f"fine day{EOS}"
+    assert "x" not in lm.vocab and "q" not in lm.vocab  # only in the test row
+    clf = TextClassificationTask(0, 1, str(path), **columns)
+    assert lm.vocab.tokens == (*clf.vocab.tokens, EOS)

@@ -7,7 +7,12 @@ its keys are the constructor's keyword arguments (`base.check_config_keys`).
 from rnnlab.tasks.base import Batch, Task, check_config_keys, config_keys, make_model
 from rnnlab.tasks.forecasting import ETTTask, ForecastTask
 from rnnlab.tasks.language_model import CharLMTask, LanguageModelTask, TextLMTask, WordLMTask
-from rnnlab.tasks.sentiment import SentimentLMTask, SentimentTask, TextClassificationTask
+from rnnlab.tasks.sentiment import (
+    SentimentLMTask,
+    SentimentTask,
+    TextClassificationLMTask,
+    TextClassificationTask,
+)
 from rnnlab.tasks.synthetic import (
     AddingTask,
     CopyTask,
@@ -36,6 +41,7 @@ __all__ = [
     "SentimentTask",
     "StateTrackingTask",
     "Task",
+    "TextClassificationLMTask",
     "TextClassificationTask",
     "TextLMTask",
     "WordLMTask",

@@ -350,3 +350,58 @@ class SentimentLMTask(LanguageModelTask):
             "valid": stream(indices["valid"]),
             "vocab": vocab,
         }
+
+
+class TextClassificationLMTask(SentimentLMTask):
+    """`SentimentLMTask` for a file of labelled texts: a language model on the training texts of
+    `TextClassificationTask`'s split (its k-fold split or the file's split column; labels unused,
+    the test rows never read), to warm-start a classifier of the same file (`trainer.init_from`).
+    At character level (`level: char`) it reports bits per character.
+
+    Args:
+        seed, batch_size: as `LanguageModelTask`.
+        path, text_column, label_column, split_column, level, lowercase, num_folds, fold,
+            split_seed, valid_fraction, min_count, max_vocab: as `TextClassificationTask`.
+        **kwargs: `LanguageModelTask`'s.
+    """
+
+    name = "text_classification_lm"
+
+    def __init__(
+        self,
+        seed: int,
+        batch_size: int,
+        path: str,
+        text_column: str = "text",
+        label_column: str = "label",
+        split_column: str | None = None,
+        level: str = "word",
+        lowercase: bool = False,
+        num_folds: int = 5,
+        fold: int = 0,
+        split_seed: int = 0,
+        valid_fraction: float = 0.1,
+        min_count: int = 1,
+        max_vocab: int | None = None,
+        **kwargs: Any,
+    ):
+        self.separator = "" if level == "char" else " "
+        self.report_bpc = level == "char"
+        LanguageModelTask.__init__(self, seed, batch_size, **kwargs)
+        self.split = TextClassificationTask(
+            seed,
+            1,
+            path,
+            text_column=text_column,
+            label_column=label_column,
+            split_column=split_column,
+            level=level,
+            lowercase=lowercase,
+            num_folds=num_folds,
+            fold=fold,
+            split_seed=split_seed,
+            valid_fraction=valid_fraction,
+            min_count=min_count,
+            max_vocab=max_vocab,
+        )
+        self.path = self.split.path
