@@ -3,7 +3,7 @@
 # fixed directory so that running this script again resumes: finished jobs are skipped
 # (trainer.skip_finished), interrupted ones continue from their last checkpoint.
 #   bash scripts/run_studies.sh [study ...]      (default: all, in the order below)
-# Studies: ptb ptb_seeds ett mr mr_optuna mr_optuna_2x mr_lm mr_lm_2x char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
+# Studies: ptb ptb_seeds ett mr mr_optuna mr_optuna_2x mr_optuna_lm mr_optuna_lm_2x mr_lm mr_lm_2x char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu. Logs: logs/<study>.log. Then:
 #   rnnlab-aggregate multirun/<study>/main   (tables and plots; see README "Results")
 set -uo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
@@ -46,10 +46,18 @@ for study in "${studies[@]}"; do
         run "${MR_LOG:-mr_lm}" experiment=mr_lm_init task.fold="$fold" trainer.init_from=null \
           hydra.run.dir="multirun/mr_lm_init_scratch/fold_$fold"
       done ;;
-    # mr_optuna or mr_lm two folds at a time on a machine of two or more cores: even folds
+    # The nested search with every trial warm-started from the fold's LM (run first; a finished
+    # one is skipped): conf/hparams_search/mr_optuna_lm.yaml.
+    mr_optuna_lm) for fold in ${MR_FOLDS:-0 1 2 3 4 5 6 7 8 9}; do
+        run "${MR_LOG:-mr_optuna_lm}" experiment=mr_lm_pretrain task.fold="$fold" \
+          hydra.run.dir="multirun/mr_lm_pretrain/fold_$fold"
+        run "${MR_LOG:-mr_optuna_lm}" -m experiment=mr_sentiment hparams_search=mr_optuna_lm \
+          task.fold="$fold" hydra.sweep.dir="multirun/mr_optuna_lm/fold_$fold"
+      done ;;
+    # mr_optuna, mr_optuna_lm or mr_lm two folds at a time on a machine of two or more cores: even folds
     # pinned to core 0, odd folds to core 1, each on one thread (1.19x the throughput of one job
     # on two threads on the 2-core AMD EPYC; results are bit-identical across thread counts).
-    mr_optuna_2x|mr_lm_2x)
+    mr_optuna_2x|mr_optuna_lm_2x|mr_lm_2x)
       for half in "0 0 2 4 6 8" "1 1 3 5 7 9"; do
         set -- $half
         core=$1; shift
@@ -98,6 +106,6 @@ for study in "${studies[@]}"; do
     shakespeare_cpu) run shakespeare_cpu -m experiment=shakespeare_minrnns model.num_layers=4 \
       model.embed_dim=192 model.cell.hidden_size=192 trainer.batch_size=32 trainer.steps=1500 \
       hydra.sweep.dir=multirun/shakespeare_minrnns/cpu_w192 hydra/launcher=local_parallel ;;
-    *) echo "unknown study $study (ptb ptb_seeds ett mr mr_optuna mr_optuna_2x mr_lm mr_lm_2x char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu)"; exit 2 ;;
+    *) echo "unknown study $study (ptb ptb_seeds ett mr mr_optuna mr_optuna_2x mr_optuna_lm mr_optuna_lm_2x mr_lm mr_lm_2x char char512 adding copy copy_arjovsky copy_arjovsky_variants copy_arjovsky_code adding400 recurrences shakespeare_cpu)"; exit 2 ;;
   esac
 done

@@ -88,6 +88,26 @@ def test_every_task_config_names_a_task_class(task: str) -> None:
         assert cfg.task.path.startswith("/data/")
 
 
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_every_hparams_search_composes_and_searches_existing_keys(search: str) -> None:
+    """Each search preset composes with its experiment, documents itself, and every key it
+    searches or fixes is a key of the composed config (a misspelt one would fail only in a
+    trial)."""
+    assert (CONF / "hparams_search" / f"{search}.yaml").read_text().lstrip().startswith("#")
+    assert f"`{search}`" in (CONF / "README.md").read_text()
+    experiment = {"mr_optuna": "mr_sentiment", "mr_optuna_lm": "mr_sentiment"}.get(search)
+    overrides = [f"hparams_search={search}"] + ([f"experiment={experiment}"] if experiment else [])
+    cfg = compose_train(overrides, hydra_config=True)
+    OmegaConf.to_object(cfg.trainer)
+    assert cfg.hydra.sweeper.params
+    absent = object()
+    for key, value in cfg.hydra.sweeper.params.items():
+        if key in ("model", "task", "optim"):  # a group: its value names options of the group
+            assert str(value) in options(key) or str(value).startswith("choice("), (key, value)
+        else:
+            assert OmegaConf.select(cfg, key, default=absent) is not absent, key
+
+
 @pytest.mark.parametrize("group", ["optim", "optim/schedule", "trainer", "logger"])
 def test_every_typed_option_composes(group: str) -> None:
     for option in options(group):
