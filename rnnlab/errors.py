@@ -99,6 +99,10 @@ def _causes(err: BaseException) -> Iterator[BaseException]:
         node = node.__cause__ or node.__context__
 
 
+HYDRA_MODE_CLASH = "Only one of --run, --multirun, --cfg"
+"""How Hydra's own refusal of two run modes at once (`-m --cfg job`) begins: a ValueError."""
+
+
 def _config_error_types() -> tuple[type[BaseException], ...]:
     """Hydra's and OmegaConf's user-facing config errors, where those libraries are loaded."""
     types: list[type[BaseException]] = []
@@ -134,6 +138,11 @@ def user_message(err: BaseException) -> str | None:
     for node in _causes(err):
         if isinstance(node, UserError):
             return str(node)
+        if isinstance(node, ValueError) and str(node).startswith(HYDRA_MODE_CLASH):
+            return (
+                f"{node}: --cfg prints the config without running, so leave out -m (a swept "
+                "preset prints its first job's config)"
+            )
         if isinstance(node, OSError) and node.filename is not None:
             return _os_message(node)
         if config_errors and isinstance(node, config_errors):

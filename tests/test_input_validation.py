@@ -471,3 +471,13 @@ def test_settings_are_checked_before_the_file_is_read(tmp_path: Path):
     task = ETTTask(0, 4, str(missing), **ETT)  # the trainer's steps_per_epoch reads the file
     with pytest.raises(DataNotFoundError, match=r"task\.path"):
         task.steps_per_epoch  # noqa: B018
+
+
+def test_two_hydra_modes_at_once_is_a_one_line_error() -> None:
+    """`rnnlab-train -m ... --cfg job`: Hydra's ValueError becomes one line saying what to drop."""
+    err = ValueError(
+        "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"
+    )
+    message = user_message(err)
+    assert message is not None and "\n" not in message and "leave out -m" in message
+    assert user_message(ValueError("a programming error")) is None
