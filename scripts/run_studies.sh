@@ -56,7 +56,8 @@ for study in "${studies[@]}"; do
       done ;;
     # mr_optuna, mr_optuna_lm or mr_lm two folds at a time on a machine of two or more cores: even folds
     # pinned to core 0, odd folds to core 1, each on one thread (1.19x the throughput of one job
-    # on two threads on the 2-core AMD EPYC; results are bit-identical across thread counts).
+    # on two threads on the 2-core AMD EPYC; an MR trial was bit-identical across thread counts,
+    # the language model agrees to 6 digits: XLA's matmuls sum in another order).
     mr_optuna_2x|mr_optuna_lm_2x|mr_lm_2x)
       for half in "0 0 2 4 6 8" "1 1 3 5 7 9"; do
         set -- $half
