@@ -234,6 +234,13 @@ class ProvenanceRecord:
             {"attempts": [*self.attempts, self.attempt], "wall_s_total": self.wall_s_total},
         )
 
+    def note(self, **facts: Any) -> None:
+        """Adds facts about this attempt (e.g. `init_from`: the run and checkpoint step a warm
+        start took its parameters from)."""
+        self.attempt.update(facts)
+        if self.enabled:
+            self._write()
+
     def heartbeat(self, step: int) -> None:
         """Records how far this attempt has got (called at every checkpoint)."""
         self.attempt.update(last_step=step, wall_s=time.perf_counter() - self._tic)

@@ -761,17 +761,12 @@ def restore_or_init(
     seed: int,
     mesh: jax.sharding.Mesh,
     checkpointer: Checkpointer,
-    config: TrainerConfig,
-    source: transfer.Source | None = None,
+    resume: bool,
 ) -> tuple[int, State, dict[str, Any]]:
-    """`(start step, state, meta)`: the newest checkpoint that verifies, or step 0 (warm-started
-    when `config.init_from` is set; from `source` when it was loaded already)."""
+    """`(start step, state, meta)`: the newest checkpoint that verifies, or step 0."""
     state = init_state(task, model, optimizer, seed, mesh)
-    found = checkpointer.restore_latest(state) if config.resume else None
+    found = checkpointer.restore_latest(state) if resume else None
     if found is None:
-        if config.init_from is not None:
-            source = source or load_init_source(config)
-            state = init_state(task, model, optimizer, seed, mesh, source, config.init_params)
         return 0, state, {}
     log.info("Resumed from step %d of %s", found[0], checkpointer.directory)
     return found
@@ -977,6 +972,11 @@ def finish(
         "config": run.config_snapshot,
         "provenance": {k: run.record.attempt[k] for k in PROVENANCE_SUMMARY},
     }
+    started = [
+        a["init_from"] for a in (*run.record.attempts, run.record.attempt) if "init_from" in a
+    ]
+    if started:  # the warm start of the attempt that began at step 0
+        results["init_from"] = started[0]
     run.record.finish("completed", final_step)
     if run.main:
         shown = dict(hparams or {"task": task.name, "seed": seed})
@@ -1063,12 +1063,19 @@ def train(
         checkpointer = open_checkpointer(run_dir, config, best_metric, best_mode)
         cleanup.callback(checkpointer.close)
         start, state, meta = restore_or_init(
-            task, model, optimizer, seed, mesh, checkpointer, config, source
+            task, model, optimizer, seed, mesh, checkpointer, config.resume
         )
+        if start == 0 and config.init_from is not None:  # a fresh start: the warm start
+            source = source or load_init_source(config)
+            state = init_state(task, model, optimizer, seed, mesh, source, config.init_params)
         main = distributed.is_main_process()
         writer = RunWriter(run_dir, logger, purge_step=start + 1, enabled=main)
         cleanup.callback(writer.close)
         record = ProvenanceRecord(run_dir, seed, start, enabled=main)
+        if start == 0 and source is not None:
+            record.note(
+                init_from={"run_dir": str(Path(source.run_dir).absolute()), "step": source.step}
+            )
         cleanup.push(_finish_record(record, checkpointer))
         sample_key = jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLE_STREAM)
         run = Attempt(

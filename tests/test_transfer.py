@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -176,16 +175,17 @@ def test_a_language_model_warm_starts_a_classifier(tmp_path: Path, data_dir: Pat
     for leaf in ("head/kernel", "head/bias"):
         np.testing.assert_array_equal(warm[leaf], cold[leaf])
     assert not np.array_equal(warm["embed/embedding"], cold["embed/embedding"])
-    # And it trains, warm-started through the config, from the best checkpoint by default.
-    results = run(
-        tmp_path / "clf",
-        ["task=sentiment", "model=bilstm", f"trainer.init_from={lm_dir}"],
-        data_dir,
-    )
+    # And it trains, warm-started through the config, from the best checkpoint by default; the
+    # results name the run and step it started from, and still do after a resume.
+    clf_dir = tmp_path / "clf"
+    overrides = ["task=sentiment", "model=bilstm", f"trainer.init_from={lm_dir}"]
+    results = run(clf_dir, overrides, data_dir)
     assert results["status"] == "completed"
-    assert all(
-        np.isfinite(v) for v in jax.tree_util.tree_leaves(results["best_checkpoint_metrics"])
-    )
+    assert all(np.isfinite(v) for v in results["best_checkpoint_metrics"].values())
+    best = cli.restore_run_dir(lm_dir).step
+    assert results["init_from"] == {"run_dir": str(lm_dir.absolute()), "step": best}
+    resumed = run(clf_dir, [*overrides, "trainer.steps=9", "trainer.skip_finished=false"], data_dir)
+    assert resumed["steps"] == 9 and resumed["init_from"] == results["init_from"]
 
 
 def test_a_missing_source_run_names_the_key(tmp_path: Path, data_dir: Path) -> None:
