@@ -53,7 +53,6 @@ from rnnlab.checkpoint import (
     CheckpointConfig,
     CheckpointDamaged,
     Checkpointer,
-    parse_checkpoint,
     peek_saved_config,
 )
 from rnnlab.checks import check_choice, check_float, check_int
@@ -774,9 +773,7 @@ def restore_or_init(
 
 def load_init_source(config: TrainerConfig) -> transfer.Source:
     """The run `config.init_from` names, at `config.init_checkpoint` (`rnnlab.transfer`)."""
-    return transfer.load_source(
-        config.init_from, parse_checkpoint(config.init_checkpoint) or "latest"
-    )
+    return transfer.load_source(config.init_from, config.init_checkpoint)
 
 
 def train_loop(run: Attempt, compiled: Any, state: State, start: int, bar: tqdm) -> State:

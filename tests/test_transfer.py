@@ -186,6 +186,9 @@ def test_a_language_model_warm_starts_a_classifier(tmp_path: Path, data_dir: Pat
     assert results["init_from"] == {"run_dir": str(lm_dir.absolute()), "step": best}
     resumed = run(clf_dir, [*overrides, "trainer.steps=9", "trainer.skip_finished=false"], data_dir)
     assert resumed["steps"] == 9 and resumed["init_from"] == results["init_from"]
+    # A checkpoint step the source does not hold names the key and the steps it has.
+    with pytest.raises(RunNotFoundError, match=r"trainer.init_from=.*step 2"):
+        run(tmp_path / "clf2", [*overrides, "trainer.init_checkpoint=2"], data_dir)
 
 
 def test_a_missing_source_run_names_the_key(tmp_path: Path, data_dir: Path) -> None:
