@@ -94,13 +94,16 @@ def _extensions() -> list[Extension]:
     ]
 
 
+PLUGIN_PACKAGE = "hydra_plugins.rnnlab_sweeper"
 CONFIG_PACKAGE = "rnnlab.conf"
 """The checkout's `conf/` ships inside the package as `rnnlab/conf/` (wheels carry a copy that
 `rnnlab.cli.config_dir` finds; an editable install keeps reading the checkout's `conf/`)."""
 
 
 setup(
-    packages=[*find_packages(include=["rnnlab", "rnnlab.*"]), CONFIG_PACKAGE],
+    # hydra_plugins.rnnlab_sweeper: a portion of Hydra's plugin namespace (its resumable Optuna
+    # sweeper), found by Hydra's plugin scan.
+    packages=[*find_packages(include=["rnnlab", "rnnlab.*"]), CONFIG_PACKAGE, PLUGIN_PACKAGE],
     package_dir={CONFIG_PACKAGE: "conf"},
     package_data={CONFIG_PACKAGE: ["**/*.yaml", "*.md"]},
     ext_modules=_extensions(),

@@ -135,6 +135,18 @@ def register_configs() -> None:
     store.store(group="logger", name="base_logger", node=LoggerConfig)
 
 
+def register_plugins() -> None:
+    """Registers rnnlab's Hydra plugins with Hydra by hand: its scan of the `hydra_plugins`
+    namespace finds them in an installed wheel but not through an editable install's import
+    hook (`pip install -e .`). Without the `launchers` extra there is nothing to register."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.rnnlab_sweeper import resumable_optuna
+
+    if resumable_optuna.OptunaSweeper is not None:
+        Plugins.instance().register(resumable_optuna.ResumableOptunaSweeper)
+
+
 def as_dataclass(node: Any, cls: type) -> Any:
     """`node` (a DictConfig, typed or not) as an instance of the dataclass `cls`."""
     value = OmegaConf.to_object(node) if isinstance(node, DictConfig) else node
@@ -774,6 +786,7 @@ def train_main() -> None:
 
     def main() -> None:
         register_configs()
+        register_plugins()
         project_importable()
         hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(
             hydra_train

@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 TRAIN=${RNNLAB_TRAIN:-.venv/bin/rnnlab-train}
 mkdir -p logs
 export CI=${CI:-true}  # no progress bars in the logs
+PYTHON=$(dirname "$TRAIN")/python
+# Runs carried from an earlier machine through git (scripts/carry_runs.py): unpacked where this
+# machine has none, so that their studies go on where they stopped.
+[ -z "${RNNLAB_CARRIED:-}" ] && "$PYTHON" scripts/carry_runs.py restore
+export RNNLAB_CARRIED=1
 
 run() {  # run <study> <rnnlab-train args...>
   local name=$1; shift
@@ -32,9 +37,12 @@ for study in "${studies[@]}"; do
     # Nested model selection: per test fold, an Optuna study on that fold's inner validation
     # split (conf/hparams_search/mr_optuna.yaml); 24 trials of 0.5-3 min per fold.
     # MR_FOLDS="0 2" picks folds (default: all ten, in order).
+    # After each fold its completed trials are packed for git (scripts/carry_runs.py: the study
+    # outlives a machine; an unfinished fold is packed by hand before the machine goes).
     mr_optuna) for fold in ${MR_FOLDS:-0 1 2 3 4 5 6 7 8 9}; do
         run "${MR_LOG:-mr_optuna}" -m experiment=mr_sentiment hparams_search=mr_optuna \
-          task.fold="$fold" hydra.sweep.dir="multirun/mr_optuna/fold_$fold"
+          task.fold="$fold" hydra.sweep.dir="multirun/mr_optuna/fold_$fold" &&
+          "$PYTHON" scripts/carry_runs.py save "multirun/mr_optuna/fold_$fold"
       done ;;
     # Pretraining (Dai & Le 2015) per fold: the LM on the fold's training sentences, then the
     # Bi-LSTM + attention classifier warm-started from it and, for comparison, from scratch.

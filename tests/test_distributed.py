@@ -4,8 +4,9 @@
   collectives) train exactly like one process with two local devices: same batches split the
   same way, so every logged metric is equal.
 - Hydra's submitit launcher (`submitit_local`) runs a sweep's jobs as separate processes.
-- Hydra's Optuna sweeper (`conf/hparams_search/adding_optuna.yaml`) runs trials as ordinary runs
-  and continues its study when the same command is run again in the same sweep directory.
+- Hydra's Optuna sweeper, made resumable (`hydra/sweeper=optuna_resumable`,
+  `conf/hparams_search/adding_optuna.yaml`), runs trials as ordinary runs; the same command again
+  reruns an interrupted trial in its own directory and runs only the rest of the budget.
 """
 
 from __future__ import annotations
@@ -91,27 +92,70 @@ def test_submitit_local_launcher_runs_the_sweep_jobs(tmp_path: Path) -> None:
     assert (sweep / ".submitit").is_dir()  # the jobs went through submitit
 
 
-def test_optuna_search_runs_trials_and_continues_its_study(tmp_path: Path) -> None:
+def test_optuna_search_resumes_an_interrupted_trial_and_keeps_its_budget(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
     sweep = tmp_path / "search"
-    command = [
-        *TRAIN, "-m", "hparams_search=adding_optuna", "hydra.sweeper.n_trials=2", *TINY,
-        "trainer.steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=4",
-        f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
-    for trials in (2, 4):  # the second command continues the study stored in the sweep dir
+    storage = f"sqlite:///{sweep}/optuna.db"
+
+    def search(n_trials: int) -> list:
+        command = [
+            *TRAIN, "-m", "hparams_search=adding_optuna", f"hydra.sweeper.n_trials={n_trials}",
+            *TINY, "trainer.steps=4", "trainer.eval_every=2", "trainer.checkpoint_every=4",
+            f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=trial_${hydra.job.num}",
+        ]  # fmt: skip
         done = subprocess.run(
             command, env=_env(), capture_output=True, text=True, timeout=300, cwd=REPO
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        study = optuna.load_study(study_name="adding_lstm", storage=f"sqlite:///{sweep}/optuna.db")
-        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        assert len(finished) == trials
+        return optuna.load_study(study_name="adding_lstm", storage=storage).trials
+
+    first = search(2)
+    assert [t.state.name for t in first] == ["COMPLETE", "COMPLETE"]
+    # What a sweep killed during its third trial leaves in the study: trial 2 RUNNING, with its
+    # searched value and the command's fixed values (the user attributes the sweeper sets).
+    interrupted = optuna.load_study(study_name="adding_lstm", storage=storage).ask()
+    interrupted.suggest_float("optim.learning_rate", 0.0003, 0.03, log=True)
+    for key, value in first[1].user_attrs.items():
+        interrupted.set_user_attr(key, value)
+
+    trials = search(4)  # the interrupted trial again, then one more: the budget is 4 in all
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert trials[2].params == interrupted.params
+    for trial in trials:  # job k is Optuna's trial k, in trial_k
+        results = json.loads((sweep / f"trial_{trial.number}" / "results.json").read_text())
+        assert results["best"]["value"] == pytest.approx(trial.value)
+        assert results["config"]["optim.learning_rate"] == trial.params["optim.learning_rate"]
+    # The resumed sampler is reseeded (seed + trials stored), not asking trial 0's values again.
+    assert trials[3].params != trials[0].params
+    assert sorted(p.name for p in sweep.glob("trial_*")) == [f"trial_{k}" for k in range(4)]
     best = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in best and "optim.learning_rate" in best
-    assert min(t.value for t in finished) == pytest.approx(study.best_value)
-    runs = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
-    assert {r["best"]["value"] for r in runs} >= {t.value for t in finished[:2]}
+    assert min(t.value for t in trials) == pytest.approx(
+        optuna.load_study(study_name="adding_lstm", storage=storage).best_value
+    )
+
+
+def test_optuna_budget_counts_every_finished_trial() -> None:
+    resumable = pytest.importorskip("hydra_plugins.rnnlab_sweeper.resumable_optuna")
+    states = ["COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING"]
+    assert resumable.remaining_budget(states, 5) == 2
+    assert resumable.remaining_budget(states, 2) == 0
+    assert resumable.remaining_budget([], 24) == 24
+
+
+def test_optuna_sampler_resumes_with_its_seed_plus_the_trials_stored() -> None:
+    pytest.importorskip("optuna")
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.rnnlab_sweeper.resumable_optuna import reseeded
+
+    seeded = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 3})
+    first, resumed = reseeded(None, seeded, 0), reseeded(None, seeded, 5)
+    again = reseeded(None, OmegaConf.create({**seeded, "seed": 8}), 0)
+    draw = [s._rng.uniform() for s in (first, resumed, again)]  # noqa: SLF001
+    assert draw[1] == draw[2] != draw[0]  # seed 3 + 5 stored trials = seed 8
+    unseeded = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": None})
+    assert reseeded("the sampler", unseeded, 5) == "the sampler"
 
 
 def test_sweep_dir_callback_creates_the_sweep_dir_before_the_sweeper(tmp_path: Path) -> None:

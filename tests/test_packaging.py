@@ -8,7 +8,8 @@ directory's own `.pth` files, so the checkout's editable rnnlab stays invisible.
 directories that hold no rnnlab files and with no `RNNLAB_CONF`:
 
 - the wheel carries every `conf/` file as `rnnlab/conf/` and offers the `tensorboard` extra;
-- `rnnlab-train --cfg job` composes from the packaged configs;
+- `rnnlab-train --cfg job` composes from the packaged configs, and Hydra's plugin scan finds
+  the wheel's resumable Optuna sweeper (`hydra_plugins/rnnlab_sweeper`);
 - `rnnlab-train -m` runs a sweep of two tiny jobs of the main job, and each `provenance.json`
   names the code by the installed wheel (no git commit: the enclosing repository is not
   rnnlab's) and the sha256 of the installed code and configs;
@@ -35,7 +36,10 @@ from rnnlab.provenance import source_digest
 from rnnlab.rundir import PROVENANCE_FILE, RESULTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "rnnlab", "conf", "csrc")
+SOURCES = (
+    *("pyproject.toml", "setup.py", "README.md", "MANIFEST.in"),
+    *("rnnlab", "conf", "csrc", "hydra_plugins"),
+)
 """What setup.py builds the wheel from."""
 TINY = [
     "trainer=debug",
@@ -119,6 +123,7 @@ def test_wheel_carries_the_configs_and_the_tensorboard_extra(installed: dict[str
         meta = wheel.read(metadata).decode()
     conf = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert conf and {f"rnnlab/conf/{name}" for name in conf} <= names
+    assert "hydra_plugins/rnnlab_sweeper/resumable_optuna.py" in names
     assert "Provides-Extra: tensorboard" in meta
     assert any(line.startswith("Requires-Dist: tensorboard") for line in meta.splitlines())
 
@@ -131,6 +136,10 @@ def test_installed_rnnlab_composes_its_packaged_configs(installed: dict[str, Pat
     job = _run(["rnnlab-train", "--cfg", "job", "model=gru", "task=copy"], cwd, env)
     assert "_target_: rnnlab.cells.gru.GRUCell" in job and "_target_: rnnlab.tasks.CopyTask" in job
     assert list(cwd.iterdir()) == []  # printing the config writes nothing
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    scan = "from hydra.core.plugins import Plugins; print(*Plugins.instance().class_name_to_class)"
+    found = _run(["python", "-c", scan], cwd, env).split()  # Hydra's own scan, no rnnlab-train
+    assert "hydra_plugins.rnnlab_sweeper.resumable_optuna.ResumableOptunaSweeper" in found
 
 
 def test_installed_rnnlab_sweeps_from_an_empty_directory(installed: dict[str, Path]) -> None:

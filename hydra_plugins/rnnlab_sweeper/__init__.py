@@ -1,0 +1,1 @@
+"""rnnlab's Hydra plugins (found by Hydra's plugin scan of the `hydra_plugins` namespace)."""
