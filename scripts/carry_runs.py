@@ -19,9 +19,12 @@ collects restored runs as it collects runs made here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sqlite3
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +66,17 @@ def files_to_carry(directory: Path) -> list[Path]:
     return kept
 
 
+def consistent_copy(database: Path, scratch: Path) -> Path:
+    """A copy of the SQLite file `database` (Optuna's study) taken through SQLite's backup API,
+    which waits for a writer's transaction to end: copying the file itself while a sweep writes
+    to it could pack half a transaction."""
+    copy = scratch / database.name
+    with contextlib.closing(sqlite3.connect(database)) as source:
+        with contextlib.closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+    return copy
+
+
 def save(directories: list[Path]) -> None:
     for directory in directories:
         if not directory.is_dir():
@@ -73,9 +87,10 @@ def save(directories: list[Path]) -> None:
         target = archive_path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".tmp")
-        with tarfile.open(partial, "w:gz") as archive:
+        with tempfile.TemporaryDirectory() as scratch, tarfile.open(partial, "w:gz") as archive:
             for path in files:
-                archive.add(path, recursive=False)
+                source = consistent_copy(path, Path(scratch)) if path.suffix == ".db" else path
+                archive.add(source, arcname=str(path), recursive=False)
         partial.replace(target)
         runs = sum(1 for p in files if p.name == "results.json")
         print(f"carry_runs: {target}: {runs} completed runs, {len(files)} files")

@@ -3,8 +3,10 @@ checkpoints, no unfinished runs), and restored only where this machine has nothi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import sqlite3
 import tarfile
 from pathlib import Path
 
@@ -27,7 +29,10 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """multirun/search/fold_0: an Optuna study with one completed and one interrupted trial."""
     monkeypatch.chdir(tmp_path)
     fold = Path("multirun", "search", "fold_0")
-    _write(fold / "optuna.db", "the study")
+    fold.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(fold / "optuna.db")) as study_db, study_db:
+        study_db.execute("create table trials (number integer, state text)")
+        study_db.execute("insert into trials values (0, 'COMPLETE'), (1, 'RUNNING')")
     done, cut = fold / "trial_0", fold / "trial_1"
     _write(done / "results.json", json.dumps({"status": "completed", "best": {"value": 0.8}}))
     _write(done / "metrics.jsonl", '{"step": 1, "valid/accuracy": 0.8}\n')
@@ -64,7 +69,9 @@ def test_restore_unpacks_only_where_the_directory_is_absent(study: Path) -> None
     study.parent.rename(moved)
     carry_runs.restore()
     assert (study / "trial_0" / "results.json").read_text() == saved
-    assert (study / "optuna.db").read_text() == "the study"
+    with contextlib.closing(sqlite3.connect(study / "optuna.db")) as study_db:
+        rows = study_db.execute("select number, state from trials order by number").fetchall()
+    assert rows == [(0, "COMPLETE"), (1, "RUNNING")]  # a working copy of the study
     assert not (study / "trial_1").exists() and not (study / "trial_0" / "checkpoints").exists()
 
 
