@@ -176,6 +176,24 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+"""`/proc/cpuinfo` flag -> name, widest first."""
+
+
+def cpu_vector_isa(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's widest vector instruction set from its `/proc/cpuinfo` flags: "AVX-512"
+    (avx512f), "AVX2", "AVX" or None (unknown, or none of those): a 2-core AMD EPYC with
+    AVX-512 trains MR's Bi-LSTM about 6x as fast as one with AVX2 only, under the same name."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next(
+                (line.partition(":")[2].split() for line in f if line.startswith("flags")), []
+            )
+    except OSError:
+        return None
+    return next((name for flag, name in VECTOR_ISAS if flag in flags), None)
+
+
 def now_utc() -> str:
     """The current time as an ISO-8601 UTC string."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -200,6 +218,7 @@ def collect(seed: int, start_step: int) -> dict[str, Any]:
         "pid": os.getpid(),
         "cpu_count": os.cpu_count(),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_vector_isa(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "seed": seed,
         "start_step": start_step,

@@ -22,7 +22,8 @@ A row never collected (its runs predate this command or live on another machine)
 checkpoint's metrics (`kind: best`) or the final state's (`kind: final`); only completed runs
 count. `select` does nested model selection: per group (e.g. `task.fold`) the run with the best
 `by` metric (e.g. the inner validation accuracy), then that run's value (e.g. its test accuracy),
-so the test data never chooses.
+so the test data never chooses; with `complete: N` a group counts only once N of its runs have
+finished (its search's budget), and the groups still searching are named in the row.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,7 @@ from rnnlab import rundir
 from rnnlab.aggregate import metric_mode, metric_value, wall_seconds
 from rnnlab.errors import ConfigError, report_user_errors
 from rnnlab.progress import format_duration
-from rnnlab.rundir import Run, find_run_dirs, load_run
+from rnnlab.rundir import INCOMPLETE, Run, find_run_dirs, load_run
 
 PROG = "rnnlab-results"
 BEGIN = "<!-- results:begin (rnnlab-results writes this table; edit results/studies.yaml) -->"
@@ -56,13 +58,14 @@ KINDS = ("best", "final")
 ROW_KEYS = {"id", "study", "metric", "runs", "values", "text", "wall", "published", "command",
             "expect", "recorded"}  # fmt: skip
 VALUE_KEYS = {"metric", "kind", "minus", "where", "select", "scale", "digits"}
-SELECT_KEYS = {"per", "by", "kind", "mode"}
+SELECT_KEYS = {"per", "by", "kind", "mode", "complete"}
 MANIFEST_HELP = """\
 id: file name of the snapshot (results/<id>.json); letters, digits, _ and -
 study, metric, published, command: the row's text (Markdown)
 runs: run directories or sweep directories, globs relative to --root
 values: NAME -> {metric: valid/loss, kind: best|final, minus: METRIC, where: {KEY: VALUE},
-  scale: 100, digits: 2, select: {per: task.fold, by: valid/accuracy, kind: best, mode: max}}
+  scale: 100, digits: 2, select: {per: task.fold, by: valid/accuracy, kind: best, mode: max,
+  complete: 24 (a group counts once it holds this many finished runs: its search's budget)}}
 text: the rnnlab cell: {NAME} (mean +- std), {NAME.values}, {NAME.min}, {NAME.max}, {runs}
 wall: the wall-time cell (default "{wall} per run, {machine}"): also {wall_total}
 expect: how many runs (or selected groups) the finished study has
@@ -171,6 +174,9 @@ def _check_value(where: str, spec: Any, path: Path) -> None:
         if not isinstance(select, dict) or not {"per", "by"} <= set(select):
             raise ConfigError(f"{path}: {where}.select needs `per` (a key) and `by` (a metric)")
         _check_keys(f"{where}.select", select, SELECT_KEYS, path)
+        complete = select.get("complete", 1)
+        if not isinstance(complete, int) or isinstance(complete, bool) or complete < 1:
+            raise ConfigError(f"{path}: {where}.select.complete must be a positive integer")
 
 
 def _check_template(row: Mapping[str, Any], path: Path, where: str) -> None:
@@ -211,8 +217,10 @@ def _relative(path: Path, root: Path) -> str:
 def collect_value(runs: Sequence[Run], spec: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """One value's entries over the completed `runs` (filtered by `where`): each with its run
     directory and seed, or with `select`, one entry per group: the group's best run by `by`."""
-    runs = [r for r in runs if r.completed and _matches(r, spec.get("where") or {})]
+    matching = [r for r in runs if _matches(r, spec.get("where") or {})]
+    runs = [r for r in matching if r.completed]
     entries = []
+    searching: dict[str, int] = {}
     if "select" in spec:
         select = spec["select"]
         by, kind = select["by"], select.get("kind", "best")
@@ -220,7 +228,11 @@ def collect_value(runs: Sequence[Run], spec: Mapping[str, Any], root: Path) -> d
         groups: dict[str, list[Run]] = {}
         for run in runs:
             groups.setdefault(str(run.value(select["per"])), []).append(run)
+        finished = Counter(str(r.value(select["per"])) for r in matching if r.status != INCOMPLETE)
         for group, members in sorted(groups.items()):
+            if finished[group] < select.get("complete", 0):  # its search is still running
+                searching[group] = finished[group]
+                continue
             scored = [(metric_value(r, by, kind), r) for r in members]
             scored = [(s, r) for s, r in scored if s is not None]
             if not scored:
@@ -235,11 +247,13 @@ def collect_value(runs: Sequence[Run], spec: Mapping[str, Any], root: Path) -> d
             entries.append(
                 {"run": _relative(run.path, root), "seed": run.seed, "value": _number(run, spec)}
             )
-    return {"spec": dict(spec), "entries": [e for e in entries if e["value"] is not None]}
+    value = {"spec": dict(spec), "entries": [e for e in entries if e["value"] is not None]}
+    return {**value, "searching": searching} if searching else value
 
 
 def machine(run: Run) -> str:
-    """The run's machine in words (its provenance): "2-core CPU (AMD EPYC)", "1 x NVIDIA H100"."""
+    """The run's machine in words (its provenance): "2-core CPU (AMD EPYC, AVX2)" (the vector
+    instruction set where recorded), "1 x NVIDIA H100"."""
     attempts = run.provenance.get("attempts") or [{}]
     last = attempts[-1]
     devices = last.get("devices") or {}
@@ -249,7 +263,8 @@ def machine(run: Run) -> str:
         )
     cores = last.get("cpu_count")
     text = f"{cores}-core CPU" if cores else "CPU"
-    return f"{text} ({last['cpu']})" if last.get("cpu") else text
+    about = ", ".join(filter(None, (last.get("cpu"), last.get("cpu_isa"))))
+    return f"{text} ({about})" if about else text
 
 
 def collect_row(row: Mapping[str, Any], root: Path) -> dict[str, Any] | None:
@@ -317,9 +332,22 @@ def _cells(row: Mapping[str, Any], snapshot: Mapping[str, Any] | None) -> tuple[
     }
     text = row["text"].format_map(fields)
     if expect and done < expect:
-        text += f" (**{done} of {expect} so far**; the study is still running)"
+        running = f"the study is still running{_searching(row, snapshot)}"
+        text += f" (**{done} of {expect} so far**; {running})"
     wall = (row.get("wall") or "{wall} per run, {machine}").format_map(fields)
     return text, wall
+
+
+def _searching(row: Mapping[str, Any], snapshot: Mapping[str, Any]) -> str:
+    """ "; task.fold 2 at 5 of 24 runs": the groups a `select` with `complete` left out, with
+    their finished runs ("" where none)."""
+    for name, spec in row["values"].items():
+        select = spec.get("select") or {}
+        groups = (snapshot["values"].get(name) or {}).get("searching") or {}
+        if groups and "complete" in select:
+            listed = ", ".join(f"{g} at {n}" for g, n in sorted(groups.items()))
+            return f"; {select['per']} {listed} of {select['complete']} runs"
+    return ""
 
 
 def _escape(text: str) -> str:

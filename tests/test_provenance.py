@@ -97,3 +97,18 @@ def test_an_attempt_without_a_checkout_names_the_installed_code(
         provenance, "git_state", lambda: {"commit": "a" * 40, "dirty": False, "describe": "a"}
     )
     assert provenance.collect(seed=0, start_step=0)["source"] is None  # git names it
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa"),
+    [("fpu sse avx avx2 avx512f avx512bw", "AVX-512"), ("fpu sse avx avx2 fma", "AVX2"),
+     ("fpu sse", None)],
+)  # fmt: skip
+def test_an_attempt_names_the_cpus_widest_vector_instruction_set(
+    tmp_path: Path, flags: str, isa: str | None
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
+    assert provenance.cpu_vector_isa(str(cpuinfo)) == isa
+    assert provenance.cpu_vector_isa(str(tmp_path / "missing")) is None
+    assert "cpu_isa" in provenance.collect(seed=0, start_step=0)

@@ -28,7 +28,7 @@ def make_run(path: Path, hparams: dict, best: dict, final: dict, status: str = "
         "best_checkpoint_metrics": best, "final": final, "perf": {"wall_s": wall_s},
     })  # fmt: skip
     rundir.write_json(path / "provenance.json", {"attempts": [{
-        "cpu_count": 2, "cpu": "Test CPU", "devices": {"backend": "cpu"},
+        "cpu_count": 2, "cpu": "Test CPU", "cpu_isa": "AVX2", "devices": {"backend": "cpu"},
         "git": {"describe": "abc1234"}}], "wall_s_total": wall_s})  # fmt: skip
     return path
 
@@ -67,7 +67,7 @@ def test_a_row_is_mean_and_sample_std_over_completed_seeds(seeds: Path) -> None:
     std = statistics.stdev([1.25, 1.5, 2.0])
     assert f"best 1.583 ± {std:.3f}, last 1.83 ± {std:.2f} (1.50, 1.75, 2.25; min 1.250)" in table
     assert "acc 60.0 ± 10.0, 3 runs" in table  # the failed seed counts nowhere
-    assert "1 min 00 s – 1 min 02 s per run, 2-core CPU (Test CPU)" in table
+    assert "1 min 00 s – 1 min 02 s per run, 2-core CPU (Test CPU, AVX2)" in table
     assert "so far" not in table
     snapshot = json.loads((seeds / "snap" / "loss.json").read_text())
     assert snapshot["runs"]["other"] == {"multirun/sweep/seed=3": "failed"}
@@ -98,6 +98,40 @@ def test_nested_selection_picks_by_validation_never_by_test(tmp_path: Path) -> N
     table, _, _ = results.run(manifest, tmp_path, None, tmp_path, write=False)
     assert "test 75.0, 74.0, gap 5.0, 4.0 (**2 of 10 so far**" in table
     assert not (tmp_path / "nested.json").exists()  # write=False writes nothing
+
+
+def test_a_group_still_searching_is_left_out_until_its_budget_finished(tmp_path: Path) -> None:
+    """With `complete: 3`, fold 1 (two trials finished, one running) is not scored yet: its
+    best trial so far is not the search's choice. A failed trial spends the budget."""
+    trials = {0: [(0.70, 0.90, "completed"), (0.80, 0.75, "completed"), (0.9, 0.9, "failed")],
+              1: [(0.78, 0.74, "completed"), (0.76, 0.95, "completed")]}  # fmt: skip
+    for fold, triples in trials.items():
+        for i, (valid, test, status) in enumerate(triples):
+            make_run(tmp_path / f"fold_{fold}" / f"trial_{i}", {"task.fold": fold, "seed": 0},
+                     {"valid/accuracy": valid, "test/accuracy": test}, {"valid/accuracy": valid},
+                     status=status, monitor="valid/accuracy")  # fmt: skip
+    (tmp_path / "fold_1" / "trial_2" / ".hydra").mkdir(parents=True)  # running: no results yet
+    (tmp_path / "fold_1" / "trial_2" / ".hydra" / "config.yaml").write_text("task:\n  fold: 1\n")
+    select = {"per": "task.fold", "by": "valid/accuracy", "complete": 3}
+    manifest = write_manifest(tmp_path / "studies.yaml", [{
+        **ROW, "id": "nested", "runs": ["fold_*"], "expect": 2,
+        "values": {"test": {"metric": "test/accuracy", "scale": 100, "digits": 1,
+                            "select": select}},
+        "text": "test {test.values}",
+    }])  # fmt: skip
+    table, _, _ = results.run(manifest, tmp_path / "snap", None, tmp_path)
+    assert (
+        "test 75.0 (**1 of 2 so far**; the study is still running; task.fold 1 at 2 of 3 runs)"
+        in table
+    )
+    snapshot = json.loads((tmp_path / "snap" / "nested.json").read_text())
+    assert snapshot["values"]["test"]["searching"] == {"1": 2}
+    bad = write_manifest(tmp_path / "bad.yaml", [{
+        **ROW, "id": "bad", "runs": ["fold_*"], "text": "{test}",
+        "values": {"test": {"metric": "test/accuracy", "select": {**select, "complete": 0}}},
+    }])  # fmt: skip
+    with pytest.raises(results.ConfigError, match="select.complete must be a positive integer"):
+        results.run(bad, tmp_path / "snap", None, tmp_path, write=False)
 
 
 def test_where_filters_runs_and_an_unfinished_study_says_so(seeds: Path) -> None:
